@@ -2,9 +2,11 @@
 //!
 //! Modules, in reading order:
 //!
-//! * `config`: the configuration contract. Raw serde types mirror the files under
-//!   `config/`; one validation step turns them into domain types or a list of every
-//!   problem found (file, line, key path, value found, what was expected).
+//! * `config`: the configuration contract (`docs/configuration.md`). `config::load(dir)`
+//!   reads `dcguard.toml`, `sites/*.toml` and `profiles/*.toml`; `config::raw` mirrors the
+//!   files (serde, unknown keys rejected), `config::model` holds the validated domain types
+//!   (sites, rooms, racks, devices with their `Arc<Profile>`, register encodings), and every
+//!   problem is reported at once as `FILE:LINE: KEY.PATH: found FOUND; expected EXPECTED`.
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
 pub mod cli;
