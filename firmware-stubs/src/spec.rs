@@ -31,12 +31,18 @@ pub struct SiteFacts {
     pub genset: GensetFacts,
     #[serde(default)]
     pub cooling: CoolingFacts,
+    /// Per-rack limit by class (`storage`, `server`, `network`), kW per feed.
+    #[serde(default)]
+    pub rack_limit_kw: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct UpsFacts {
     #[serde(default)]
     pub backup_time_min: f64,
+    /// `vrla` or `lithium` (sets the simulated recharge time).
+    #[serde(default)]
+    pub battery: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -102,6 +108,8 @@ pub enum Transport {
 pub struct ProfileSpec {
     pub profile: ProfileHeader,
     #[serde(default)]
+    pub modbus: Option<ModbusProfileSpec>,
+    #[serde(default)]
     pub mqtt: Option<MqttSpec>,
     #[serde(default)]
     pub points: Vec<PointSpec>,
@@ -112,6 +120,22 @@ pub struct ProfileHeader {
     pub id: String,
     pub kind: String,
     pub transport: String,
+}
+
+/// The `[modbus]` table of a Modbus profile (only what the simulators act on).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ModbusProfileSpec {
+    /// Ranges a real device of this family rejects (exception 0x02).
+    #[serde(default)]
+    pub never_read: Vec<NeverReadSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NeverReadSpec {
+    /// `holding`, `input`, `coil` or `discrete`.
+    pub register: String,
+    pub start: u16,
+    pub count: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,9 +216,7 @@ pub fn load_sites(config_dir: &Path) -> Result<Vec<SiteSpec>, SpecError> {
     Ok(sites)
 }
 
-fn load_profiles(
-    dir: &Path,
-) -> Result<BTreeMap<String, std::sync::Arc<ProfileSpec>>, SpecError> {
+fn load_profiles(dir: &Path) -> Result<BTreeMap<String, std::sync::Arc<ProfileSpec>>, SpecError> {
     let mut profiles = BTreeMap::new();
     for path in toml_files(dir)? {
         let profile: ProfileSpec = parse(&path)?;
