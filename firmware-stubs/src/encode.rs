@@ -380,12 +380,16 @@ pub fn encode(layout: &PointLayout, value: &SimValue) -> Result<Encoded, EncodeE
             } else {
                 raw as u64
             };
-            let mask = (max as u16) << bit;
+            let mut mask = (max as u16) << bit;
+            let mut bits = (raw as u16) << bit;
+            // Bits count in the register's value after its order: with a byte-swapped
+            // order the field sits in the other byte of the register as transmitted.
+            if matches!(layout.order, Order::Badc | Order::Dcba) {
+                mask = mask.swap_bytes();
+                bits = bits.swap_bytes();
+            }
             Ok(Encoded {
-                data: EncodedData::Bits {
-                    mask,
-                    bits: (raw as u16) << bit,
-                },
+                data: EncodedData::Bits { mask, bits },
                 saturated,
             })
         }
@@ -757,6 +761,15 @@ mod tests {
             }
         );
         assert!(e.saturated);
+        // BADC: bit 4 of the value is bit 12 of the register as transmitted.
+        let swapped = layout(DataType::Bit { bit: 4, count: 4 }, Order::Badc);
+        assert_eq!(
+            encode(&swapped, &num(3.0)).unwrap().data,
+            EncodedData::Bits {
+                mask: 0xF000,
+                bits: 0x3000
+            }
+        );
         let low = layout(DataType::Bit { bit: 0, count: 16 }, Order::Abcd);
         let e = encode(&low, &num(65535.0)).unwrap();
         assert_eq!(
