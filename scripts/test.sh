@@ -95,8 +95,11 @@ cargo fmt --all -- --check
 banner "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# nextest runs each test in its own process with the timeouts of .config/nextest.toml;
-# it does not run doctests, hence the separate doctest step.
+# Doctests first: nextest does not run them, and its summary should close the run.
+banner "cargo test --workspace --doc --locked"
+cargo test --workspace --doc --locked
+
+# nextest runs each test in its own process with the timeouts of .config/nextest.toml.
 if cargo nextest --version >/dev/null 2>&1; then
     banner "cargo nextest run --workspace --locked --no-fail-fast"
     cargo nextest run --workspace --locked --no-fail-fast
@@ -104,8 +107,5 @@ else
     banner "cargo test --workspace --all-targets --locked (cargo-nextest not installed)"
     cargo test --workspace --all-targets --locked --no-fail-fast
 fi
-
-banner "cargo test --workspace --doc --locked"
-cargo test --workspace --doc --locked
 
 banner "all checks passed"
