@@ -9,9 +9,16 @@
 //!   problem is reported at once as `FILE:LINE: KEY.PATH: found FOUND; expected EXPECTED`.
 //! * `model`: readings, the plain data every source produces.
 //! * `sources`: telemetry acquisition.
+//! * `rules`, `alarms`: facility rules and the alarm lifecycle (issue 4; pure).
+//! * `incidents`: priority, SLA clocks, durable outbox and delivery (issue 4).
+//! * `access`: visit tickets, reader events, reconciliation, audit chain (issue 6).
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
+pub mod access;
+pub mod alarms;
 pub mod cli;
 pub mod config;
+pub mod incidents;
 pub mod model;
+pub mod rules;
 pub mod sources;

@@ -1,0 +1,1 @@
+//! Physical access: visit tickets, reader events, escort reconciliation, occupancy, audit chain.

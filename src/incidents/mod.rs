@@ -1,0 +1,1 @@
+//! Incidents: priority from the matrix, SLA clocks, the durable outbox and delivery.
