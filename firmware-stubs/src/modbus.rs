@@ -13,7 +13,8 @@
 //! * Any other function code, writes included: 0x01 (illegal function).
 //! * [`DeviceFault`] from the world: `Silent` never answers (the connection stays open and
 //!   later requests are still served), `Exception(c)` answers with `c`, `Delay(d)` answers
-//!   after `d`.
+//!   after `d`, `Corrupt(kind)` answers with a frame damaged on the wire in that way
+//!   (see [`WireCorruption`]). A fault set for a number of requests ends by itself.
 //! * When the world's `disconnect_epoch` of the endpoint changes, every connection
 //!   accepted under an older epoch is closed (checked on each request and by a watcher).
 //!
@@ -23,8 +24,8 @@
 //!
 //! Wire-level fault injection: every connection's bytes pass through [`SimStream`], which
 //! owns the TCP stream. Its read side sniffs function codes and ends the stream on
-//! disconnect; its write side sees each response ADU as encoded by tokio-modbus, which is
-//! where malformed frames or wrong transaction ids (issue 3) can be injected later.
+//! disconnect; its write side sees each response ADU as encoded by tokio-modbus and
+//! damages the next one when the answer asked for it ([`WireCorruption`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -45,7 +46,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::encode::{self, EncodedData, LayoutError, PointLayout, RegisterKind};
 use crate::spec::{DeviceSpec, ProfileSpec, SiteSpec, Transport};
-use crate::world::{DeviceFault, SharedWorld, World};
+use crate::world::{DeviceFault, SharedWorld, WireCorruption, World};
 
 /// Protocol limits of one read request.
 const MAX_REGISTERS_PER_READ: u16 = 125;
@@ -356,6 +357,7 @@ impl Endpoint {
         request: SlaveRequest<'static>,
         accepted_epoch: u64,
         connection: CancellationToken,
+        corrupt_next: PendingCorruption,
     ) -> Result<Option<Response>, ExceptionCode> {
         if self.epoch() != accepted_epoch {
             self.generation();
@@ -365,9 +367,14 @@ impl Endpoint {
         let Some(device) = self.plan.units.get(&request.slave) else {
             return Err(ExceptionCode::GatewayTargetDevice);
         };
-        let fault = lock_world(&self.world).fault(&device.spec.id);
+        let fault = lock_world(&self.world).take_wire_fault(&device.spec.id);
         match fault {
             DeviceFault::None => {}
+            DeviceFault::Corrupt(kind) => {
+                // The server writes this answer next on this connection (it answers one
+                // request at a time), so the stream damages exactly this frame.
+                *corrupt_next.lock().unwrap_or_else(|e| e.into_inner()) = Some(kind);
+            }
             DeviceFault::Silent => return Ok(None),
             DeviceFault::Exception(code) => return Err(ExceptionCode::new(code)),
             DeviceFault::Delay(delay) => {
@@ -418,7 +425,11 @@ struct ConnectionService {
     endpoint: Arc<Endpoint>,
     accepted_epoch: u64,
     connection: CancellationToken,
+    corrupt_next: PendingCorruption,
 }
+
+/// The damage to apply to the next response frame written on a connection.
+type PendingCorruption = Arc<Mutex<Option<WireCorruption>>>;
 
 type Answer = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
 
@@ -433,6 +444,7 @@ impl tokio_modbus::server::Service for ConnectionService {
             request,
             self.accepted_epoch,
             self.connection.clone(),
+            self.corrupt_next.clone(),
         ))
     }
 }
@@ -484,16 +496,19 @@ pub fn spawn_endpoint(
                 }
                 let (accepted_epoch, generation) = endpoint.generation();
                 let connection = generation.child_token();
+                let corrupt_next = PendingCorruption::default();
                 let stream = SimStream::new(
                     stream,
                     connection.clone(),
                     endpoint.log.clone(),
                     endpoint.plan.configured,
+                    corrupt_next.clone(),
                 );
                 let service = ConnectionService {
                     endpoint,
                     accepted_epoch,
                     connection,
+                    corrupt_next,
                 };
                 Ok(Some((service, stream)))
             }
@@ -533,6 +548,7 @@ pub struct SimStream {
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     is_closed: bool,
     sniffer: FunctionCodeSniffer,
+    corrupt_next: PendingCorruption,
 }
 
 impl SimStream {
@@ -541,12 +557,14 @@ impl SimStream {
         close: CancellationToken,
         log: FunctionCodeLog,
         endpoint: SocketAddr,
+        corrupt_next: PendingCorruption,
     ) -> SimStream {
         SimStream {
             inner,
             closed: Box::pin(close.cancelled_owned()),
             is_closed: false,
             sniffer: FunctionCodeSniffer::new(log, endpoint),
+            corrupt_next,
         }
     }
 
@@ -588,9 +606,23 @@ impl AsyncWrite for SimStream {
         if this.poll_closed(cx) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        // Injection point for malformed responses and wrong transaction ids: `buf` holds
-        // whole response ADUs as tokio-modbus encoded them.
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        // `buf` holds whole response ADUs as tokio-modbus encoded them; a pending
+        // corruption damages the next one (header and first PDU bytes, length kept).
+        let kind = *this.corrupt_next.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            Some(kind) if buf.len() >= 9 => {
+                let mut damaged = buf.to_vec();
+                corrupt_frame(&mut damaged, kind);
+                let result = Pin::new(&mut this.inner).poll_write(cx, &damaged);
+                if let Poll::Ready(Ok(n)) = result
+                    && n >= 9
+                {
+                    *this.corrupt_next.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                result
+            }
+            _ => Pin::new(&mut this.inner).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -599,6 +631,36 @@ impl AsyncWrite for SimStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Damages one response ADU in place (`frame.len() >= 9`: MBAP header, function code and
+/// the first PDU byte). The length of the frame never changes.
+fn corrupt_frame(frame: &mut [u8], kind: WireCorruption) {
+    if frame.len() < 9 {
+        return;
+    }
+    match kind {
+        WireCorruption::TransactionId => {
+            frame[0] ^= 0x5A;
+            frame[1] ^= 0xA5;
+        }
+        WireCorruption::Unit => frame[6] = frame[6].wrapping_add(1),
+        WireCorruption::FunctionCode => {
+            frame[7] = match frame[7] & 0x7F {
+                1 => 2,
+                2 => 1,
+                3 => 4,
+                4 => 3,
+                _ => 0x2B,
+            }
+        }
+        WireCorruption::ProtocolId => frame[3] = 1,
+        WireCorruption::ByteCount => frame[8] = frame[8].wrapping_add(2),
+        WireCorruption::Length => {
+            frame[4] = 0x01;
+            frame[5] = 0x20;
+        }
     }
 }
 
@@ -675,6 +737,28 @@ mod tests {
         }
         assert_eq!(log.counts(endpoint), BTreeMap::from([(3, 2), (0x10, 1)]));
         assert_eq!(log.codes_seen(), BTreeSet::from([3, 0x10]));
+    }
+
+    #[test]
+    fn corruption_damages_one_field_and_keeps_the_length() {
+        // FC 3 response, tid 0x0001, unit 1, two bytes of data.
+        let frame = [0, 1, 0, 0, 0, 5, 1, 3, 2, 0xAB, 0xCD];
+        let damaged = |kind| {
+            let mut f = frame;
+            corrupt_frame(&mut f, kind);
+            f
+        };
+        assert_ne!(damaged(WireCorruption::TransactionId)[..2], frame[..2]);
+        assert_eq!(damaged(WireCorruption::Unit)[6], 2);
+        assert_eq!(damaged(WireCorruption::FunctionCode)[7], 4);
+        assert_eq!(damaged(WireCorruption::ProtocolId)[2..4], [0, 1]);
+        assert_eq!(damaged(WireCorruption::ByteCount)[8], 4);
+        assert_eq!(damaged(WireCorruption::Length)[4..6], [0x01, 0x20]);
+        for kind in [WireCorruption::Unit, WireCorruption::ByteCount] {
+            let f = damaged(kind);
+            let changed = f.iter().zip(frame).filter(|(a, b)| **a != *b).count();
+            assert_eq!(changed, 1, "{kind:?}");
+        }
     }
 
     #[test]

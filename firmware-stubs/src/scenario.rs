@@ -24,9 +24,10 @@
 //! | `ramp` | `device`, `point`, `to`, `over_secs` | forces a point, moving linearly from its current value |
 //! | `cut_utility` / `restore_utility` | `feed` (`A` or `B`) | a PLN feed is lost / returns |
 //! | `silence` / `unsilence` | `device` | the device stops / resumes answering (Modbus) or publishing (MQTT) |
-//! | `exception` / `clear_exception` | `device`, `code` | every request answered with this Modbus exception code |
+//! | `exception` / `clear_exception` | `device`, `code`, `times` (optional) | every request (or the next `times`) answered with this Modbus exception code |
 //! | `delay` / `clear_delay` | `device`, `millis` | answers arrive late |
 //! | `drop_connection` | `device` | the device's Modbus endpoint closes its open connections |
+//! | `corrupt` / `clear_corrupt` | `device`, `frame` (`transaction_id`, `unit`, `function_code`, `protocol_id`, `byte_count`, `length`), `times` (optional) | responses are damaged on the wire in that way |
 //! | `leak` | `device`, `on` | a leak sensor detects water (or dries) |
 //! | `smoke` | `device`, `to` (%obs/m), `over_secs` (default 0) | smoke at a VESDA detector rises or falls |
 //!
@@ -41,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::spec::SiteSpec;
-use crate::world::{SharedWorld, World};
+use crate::world::{SharedWorld, WireCorruption, World};
 
 /// A utility (PLN) feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -114,6 +115,9 @@ pub enum Action {
     Exception {
         device: String,
         code: u8,
+        /// Only the next `times` requests; until `clear_exception` when absent.
+        #[serde(default)]
+        times: Option<u32>,
     },
     ClearException {
         device: String,
@@ -126,6 +130,16 @@ pub enum Action {
         device: String,
     },
     DropConnection {
+        device: String,
+    },
+    Corrupt {
+        device: String,
+        frame: WireCorruption,
+        /// Only the next `times` responses; until `clear_corrupt` when absent.
+        #[serde(default)]
+        times: Option<u32>,
+    },
+    ClearCorrupt {
         device: String,
     },
     Leak {
@@ -157,6 +171,8 @@ impl Action {
             | Action::Delay { device, .. }
             | Action::ClearDelay { device }
             | Action::DropConnection { device }
+            | Action::Corrupt { device, .. }
+            | Action::ClearCorrupt { device }
             | Action::Leak { device, .. }
             | Action::Smoke { device, .. } => Some(device),
         }
@@ -411,5 +427,59 @@ fn lock<T>(world: &SharedWorld, f: impl FnOnce(&mut World) -> T) -> T {
 fn report(errors: &[String]) {
     for e in errors {
         tracing::warn!(error = %e, "scenario event not applied");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_faults_parse_with_an_optional_count() {
+        let text = r#"
+name = "wire"
+description = "damaged frames and a burst of busy answers"
+site = "dc"
+
+[[events]]
+at_secs = 1
+action = "corrupt"
+device = "ups-1"
+frame = "transaction_id"
+times = 2
+
+[[events]]
+at_secs = 2
+action = "exception"
+device = "ups-1"
+code = 6
+times = 3
+
+[[events]]
+at_secs = 3
+action = "clear_corrupt"
+device = "ups-1"
+"#;
+        let scenario = Scenario::parse(text, "test").unwrap();
+        let actions: Vec<&Action> = scenario.events.iter().map(|e| &e.action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                &Action::Corrupt {
+                    device: "ups-1".into(),
+                    frame: WireCorruption::TransactionId,
+                    times: Some(2),
+                },
+                &Action::Exception {
+                    device: "ups-1".into(),
+                    code: 6,
+                    times: Some(3),
+                },
+                &Action::ClearCorrupt {
+                    device: "ups-1".into(),
+                },
+            ]
+        );
+        assert!(Scenario::parse(&text.replace("transaction_id", "tid"), "test").is_err());
     }
 }

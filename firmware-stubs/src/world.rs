@@ -125,6 +125,28 @@ pub enum DeviceFault {
     Exception(u8),
     /// Answers correctly, but only after this delay.
     Delay(Duration),
+    /// Answers with a response frame damaged on the wire (see [`WireCorruption`]).
+    Corrupt(WireCorruption),
+}
+
+/// How a response frame is damaged on its way out (issue 3: the poller must reject such
+/// frames, count them, and never take a value from them). Every kind keeps the frame's
+/// length, so the client reads a whole frame and has to notice the damage itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireCorruption {
+    /// The MBAP transaction id is not the request's (a stray or late reply).
+    TransactionId,
+    /// The MBAP unit id is not the request's.
+    Unit,
+    /// The function code is not the request's (nor its exception form).
+    FunctionCode,
+    /// The MBAP protocol id is not 0.
+    ProtocolId,
+    /// The PDU's byte count disagrees with the frame length.
+    ByteCount,
+    /// The MBAP length field claims a frame longer than Modbus allows (> 260 bytes).
+    Length,
 }
 
 /// The world shared by the clock task, the Modbus servers and the MQTT publisher.
@@ -226,6 +248,8 @@ struct DeviceState {
     kind: Kind,
     failed: bool,
     wire: DeviceFault,
+    /// Requests the wire fault still applies to; `None`: until cleared.
+    wire_remaining: Option<u32>,
     endpoint: Option<SocketAddr>,
     /// Index into the kind's own table (racks for meters, pacs, upses, ...).
     slot: usize,
@@ -650,6 +674,7 @@ impl World {
                     kind,
                     failed: false,
                     wire: DeviceFault::None,
+                    wire_remaining: None,
                     endpoint,
                     slot,
                     alive_secs: between(seed, &device.id, 19, 0.0, 30_000.0).floor(),
@@ -790,6 +815,23 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The wire fault for one request being answered now: like [`World::fault`], and a
+    /// fault set for a number of requests (`times`) counts this one and ends after the last.
+    pub fn take_wire_fault(&mut self, device_id: &str) -> DeviceFault {
+        let Some(state) = self.devices.get_mut(device_id) else {
+            return DeviceFault::None;
+        };
+        let fault = state.wire;
+        if let Some(remaining) = state.wire_remaining.as_mut() {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                state.wire = DeviceFault::None;
+                state.wire_remaining = None;
+            }
+        }
+        fault
+    }
+
     /// True when the device has physically failed (`fail` action).
     pub fn is_failed(&self, device_id: &str) -> bool {
         self.devices.get(device_id).is_some_and(|d| d.failed)
@@ -873,12 +915,24 @@ impl World {
             }
             Action::CutUtility { feed } => self.utility_cut[feed.index()] = true,
             Action::RestoreUtility { feed } => self.utility_cut[feed.index()] = false,
-            Action::Silence { device } => self.dev(device).wire = DeviceFault::Silent,
-            Action::Exception { device, code } => {
-                self.dev(device).wire = DeviceFault::Exception(*code)
-            }
-            Action::Delay { device, millis } => {
-                self.dev(device).wire = DeviceFault::Delay(Duration::from_millis(*millis))
+            Action::Silence { device } => set_wire(self.dev(device), DeviceFault::Silent, None),
+            Action::Exception {
+                device,
+                code,
+                times,
+            } => set_wire(self.dev(device), DeviceFault::Exception(*code), *times),
+            Action::Delay { device, millis } => set_wire(
+                self.dev(device),
+                DeviceFault::Delay(Duration::from_millis(*millis)),
+                None,
+            ),
+            Action::Corrupt {
+                device,
+                frame,
+                times,
+            } => set_wire(self.dev(device), DeviceFault::Corrupt(*frame), *times),
+            Action::ClearCorrupt { device } => {
+                clear_wire(self.dev(device), |f| matches!(f, DeviceFault::Corrupt(_)))
             }
             Action::Unsilence { device } => {
                 clear_wire(self.dev(device), |f| matches!(f, DeviceFault::Silent))
@@ -941,6 +995,7 @@ impl World {
                 kind: Kind::Other,
                 failed: false,
                 wire: DeviceFault::None,
+                wire_remaining: None,
                 endpoint: None,
                 slot: usize::MAX,
                 alive_secs: 0.0,
@@ -1765,6 +1820,18 @@ fn heartbeat(state: &DeviceState) -> f64 {
 fn clear_wire(state: &mut DeviceState, matches: impl Fn(DeviceFault) -> bool) {
     if matches(state.wire) {
         state.wire = DeviceFault::None;
+        state.wire_remaining = None;
+    }
+}
+
+/// Sets a wire fault for the next `times` requests (`None`: until cleared; `Some(0)`: none).
+fn set_wire(state: &mut DeviceState, fault: DeviceFault, times: Option<u32>) {
+    if times == Some(0) {
+        state.wire = DeviceFault::None;
+        state.wire_remaining = None;
+    } else {
+        state.wire = fault;
+        state.wire_remaining = times;
     }
 }
 

@@ -451,6 +451,7 @@ async fn exception_fault_answers_with_its_code_until_cleared() {
         Action::Exception {
             device: "ups-1".into(),
             code: 6,
+            times: None,
         },
     );
     assert_eq!(

@@ -383,6 +383,7 @@ fn leaks_forced_values_wire_faults_and_errors() {
         .apply(&Action::Exception {
             device: "ups-1".into(),
             code: 0x0B,
+            times: None,
         })
         .unwrap();
     assert_eq!(world.fault("ups-1"), DeviceFault::Exception(0x0B));

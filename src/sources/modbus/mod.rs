@@ -1,4 +1,7 @@
-//! Modbus TCP source: the pure request planner and register decoder (the poller builds on them).
+//! Modbus TCP source: request planner, register decoder, read-only client and the poller.
 
+pub mod backoff;
+pub mod client;
 pub mod decode;
 pub mod plan;
+pub mod poller;
