@@ -1,20 +1,30 @@
 //! The command-line surface of the `dcguard` binary: `run`, `demo`, `check-config`.
 //!
-//! Exit codes follow sysexits: 0 ok, 64 (EX_USAGE) invalid configuration, 69
-//! (EX_UNAVAILABLE) a subcommand that has not arrived yet.
+//! Exit codes follow sysexits: 0 ok (a clean shutdown; for `run --once`, every point
+//! good), 1 a failure while starting or running (for `run --once`, a point not good),
+//! 64 (EX_USAGE) invalid configuration or arguments, 69 (EX_UNAVAILABLE) a subcommand
+//! that has not arrived yet.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
-use crate::config;
+use crate::app::{self, OnceError, OnceTarget, RunOptions};
+use crate::config::{self, Config};
+use crate::telemetry;
 
 /// Exit code for an invalid configuration (EX_USAGE).
 pub const EXIT_INVALID_CONFIG: u8 = 64;
 /// Exit code for a subcommand that is not available yet (EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a failure while starting or running, and for `run --once` when a point
+/// did not read good.
+pub const EXIT_FAILURE: u8 = 1;
 
 /// Facility monitoring and escorted-access gating for the DC, the Smart DC and the DRC.
 #[derive(Debug, Parser)]
@@ -28,11 +38,20 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon with a configuration directory.
+    /// Run the daemon with a configuration directory until SIGINT or SIGTERM.
     Run {
         /// Configuration directory (dcguard.toml, sites/, profiles/).
         #[arg(long, value_name = "DIR", default_value = "config")]
         config: PathBuf,
+        /// Log level (error, warn, info, debug, trace) or a filter such as
+        /// `dcguard=debug,rumqttc=warn`; default: RUST_LOG, else info. Readings are
+        /// logged at debug.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+        /// Read one scan of one device, print it as a table and exit (0 when every
+        /// point is good, 1 otherwise): for commissioning a device.
+        #[arg(long, value_name = "DEVICE[@SITE]")]
+        once: Option<OnceTarget>,
     },
     /// Start simulators, a broker and the daemon, and play a scripted timeline.
     Demo,
@@ -49,20 +68,117 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { dir } => check_config(&dir),
-        Command::Run { config } => {
-            if let Err(errors) = config::load(&config) {
-                eprintln!("{errors}");
-                return ExitCode::from(EXIT_INVALID_CONFIG);
-            }
-            eprintln!(
-                "dcguard run: config {} is valid, but telemetry acquisition arrives with issue 3; nothing was started",
-                config.display()
-            );
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
+        Command::Run {
+            config,
+            log_level,
+            once,
+        } => run(&config, log_level.as_deref(), once),
         Command::Demo => {
             eprintln!("dcguard demo: the embedded demo arrives with issue 8; nothing was started");
             ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+fn run(dir: &Path, log_level: Option<&str>, once: Option<OnceTarget>) -> ExitCode {
+    let config = match config::load(dir) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    if let Err(error) = telemetry::init_logging(log_level) {
+        eprintln!("dcguard run: {error}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dcguard run: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = match once {
+        Some(target) => runtime.block_on(run_once(&config, &target)),
+        None => runtime.block_on(run_daemon(config)),
+    };
+    // Blocking work left behind (a scrape being rendered) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn run_daemon(config: Config) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let result = app::run(Arc::new(config), RunOptions::default(), shutdown).await;
+    signals.abort();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "Daemon failed.");
+            eprintln!("dcguard run: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM; Ctrl-C only.");
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!(
+                    signal = "SIGINT",
+                    "Signal received; shutting down in order."
+                );
+                shutdown.cancel();
+                return;
+            }
+        };
+        let name = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "Signal received; shutting down in order.");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(
+            signal = "Ctrl-C",
+            "Signal received; shutting down in order."
+        );
+    }
+    shutdown.cancel();
+}
+
+async fn run_once(config: &Config, target: &OnceTarget) -> ExitCode {
+    match app::once(config, target, &RunOptions::default()).await {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(report.table().as_bytes());
+            if report.all_good() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(error @ (OnceError::UnknownDevice { .. } | OnceError::Ambiguous { .. })) => {
+            eprintln!("dcguard run --once: {error}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("dcguard run --once: {error}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

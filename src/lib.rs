@@ -12,13 +12,20 @@
 //! * `rules`, `alarms`: facility rules and the alarm lifecycle (issue 4; pure).
 //! * `incidents`: priority, SLA clocks, durable outbox and delivery (issue 4).
 //! * `access`: visit tickets, reader events, reconciliation, audit chain (issue 6).
+//! * `telemetry`: logging setup and every Prometheus metric (`telemetry::metrics`).
+//! * `app`: the daemon's wiring: sources, readings channel, live state, metrics, HTTP,
+//!   ordered shutdown; `dcguard run --once`.
+//! * `http`: the small HTTP server (`/metrics`, `/healthz`; the API comes with issue 7).
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
 pub mod access;
 pub mod alarms;
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod incidents;
 pub mod model;
 pub mod rules;
 pub mod sources;
+pub mod telemetry;
