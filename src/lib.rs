@@ -16,6 +16,7 @@
 //! * `app`: the daemon's wiring: sources, readings channel, live state, metrics, HTTP,
 //!   ordered shutdown; `dcguard run --once`.
 //! * `http`: the small HTTP server (`/metrics`, `/healthz`; the API comes with issue 7).
+//! * `store`: the embedded SQLite store (WAL, synchronous FULL) behind a narrow interface.
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
 pub mod access;
@@ -28,4 +29,5 @@ pub mod incidents;
 pub mod model;
 pub mod rules;
 pub mod sources;
+pub mod store;
 pub mod telemetry;
