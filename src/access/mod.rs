@@ -1,1 +1,9 @@
 //! Physical access: visit tickets, reader events, escort reconciliation, occupancy, audit chain.
+
+pub mod audit;
+pub mod event;
+pub mod import;
+pub mod occupancy;
+pub mod reconcile;
+pub mod ticket;
+pub mod zkteco;
