@@ -33,21 +33,36 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::access;
+use crate::alarms::task::{AlarmHandle, AlarmInput, AlarmTask, AlarmTaskOptions, Delivery};
 use crate::config::model::{Broker, Config, DeviceTransport, ProfileTransport, SecretRef, Unit};
 use crate::http::{HttpServer, RenderMetrics};
+use crate::incidents::dispatcher::{self, DispatchSettings, DispatcherHandle, DispatcherStatus};
+use crate::incidents::outbox::Outbox;
 use crate::model::{BadReason, PointId, Quality, Reading, Value};
+use crate::sinks::influxdb::{
+    self as influx, InfluxOptions, InfluxSender, InfluxSink, InfluxStats,
+};
 use crate::sources::health::{DeviceHealth, DeviceKey, HealthRegistry};
 use crate::sources::modbus::poller::{self, PollerOptions};
 use crate::sources::mqtt::{self, MqttCounters, MqttStats, SourceOptions, payload};
 use crate::sources::stale::StaleTracker;
+use crate::store::Store;
 use crate::telemetry::metrics::{
-    DeviceSample, EndpointSample, Metrics, MetricsError, MqttSample, PointLabels,
+    AlarmMetrics, DeviceSample, EndpointSample, Metrics, MetricsError, MqttSample, PointLabels,
 };
+use crate::ticketing::Adapter;
+
+/// Attempts failing this long (without a delivery) raise "incident delivery failing".
+const DELIVERY_FAILING_AFTER: Duration = Duration::from_secs(60);
+
+/// The store's file in the data directory.
+pub const STORE_FILE: &str = "dcguard.sqlite";
 
 /// How often shutdown logs the tasks it still waits for.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -70,6 +85,12 @@ pub struct RunOptions {
     pub mqtt: SourceOptions,
     /// Period of the stale check.
     pub stale_tick: Duration,
+    /// The state directory (store) instead of `daemon.data_dir`.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The alarm task's settings (test hooks: shorter delays).
+    pub alarms: AlarmTaskOptions,
+    /// Delivery settings instead of `[ticketing.dispatch]` (tests: short retries).
+    pub dispatch: Option<DispatchSettings>,
 }
 
 impl Default for RunOptions {
@@ -84,6 +105,9 @@ impl Default for RunOptions {
             poller: PollerOptions::default(),
             mqtt: SourceOptions::default(),
             stale_tick: Duration::from_secs(1),
+            data_dir: None,
+            alarms: AlarmTaskOptions::default(),
+            dispatch: None,
         }
     }
 }
@@ -276,30 +300,47 @@ struct Consumer {
     live: LiveState,
     metrics: Arc<Metrics>,
     stale: Arc<Mutex<StaleTracker>>,
+    /// The InfluxDB sink's queue: offered without waiting (full: dropped, counted).
+    influx: Option<InfluxSender>,
+    /// The alarm task's readings channel: waited on when full (never dropped).
+    alarms: Option<mpsc::Sender<AlarmInput>>,
 }
 
 impl Consumer {
     /// Runs until every sender is gone and the channel is empty (that is the drain).
-    async fn run(self, mut readings_rx: mpsc::Receiver<Reading>) {
+    async fn run(mut self, mut readings_rx: mpsc::Receiver<Reading>) {
         let mut handled: u64 = 0;
         while let Some(reading) = readings_rx.recv().await {
-            self.handle(reading);
+            let forward = self.alarms.is_some().then(|| reading.clone());
+            if self.handle(reading)
+                && let (Some(alarms), Some(reading)) = (&self.alarms, forward)
+                && alarms.send(AlarmInput::Reading(reading)).await.is_err()
+            {
+                // `run_until` sees the task's end and shuts the daemon down.
+                tracing::error!("The alarm task has stopped; readings no longer reach it.");
+                self.alarms = None;
+            }
             handled += 1;
         }
         tracing::debug!(readings = handled, "Readings consumer stopped.");
     }
 
-    fn handle(&self, reading: Reading) {
+    /// Handles one reading; false when it is ignored (overtaken stale reading, unknown
+    /// device), so it does not go on to the alarm task either.
+    fn handle(&self, reading: Reading) -> bool {
         {
             let mut stale = self.stale.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(reading.quality(), Quality::Stale) {
                 if !stale.is_stale(reading.point()) {
                     // A good reading overtook this one in the channel.
-                    return;
+                    return false;
                 }
             } else {
                 stale.observe(&reading);
             }
+        }
+        if let Some(sink) = &self.influx {
+            sink.offer(reading.clone());
         }
         tracing::debug!(
             point = %reading.point(),
@@ -312,7 +353,7 @@ impl Consumer {
             // Every source builds its ids from the configuration: not reachable, but
             // never worth a panic.
             tracing::warn!(point = %reading.point(), "Reading of an unknown device ignored.");
-            return;
+            return false;
         };
         let labels = PointLabels {
             site: &reading.point().site,
@@ -330,6 +371,7 @@ impl Consumer {
             self.metrics.observe(&reading, labels, info.source.as_str());
             self.live.update(reading);
         }
+        true
     }
 }
 
@@ -340,10 +382,24 @@ struct Exporter {
     mqtt: Vec<(String, Arc<MqttStats>)>,
     live: LiveState,
     inventory: Arc<Inventory>,
+    influx: Option<Arc<InfluxStats>>,
+    /// The alarm metrics and the dispatchers' status, copied at scrape time.
+    alarms: Option<(Arc<AlarmMetrics>, Vec<watch::Receiver<DispatcherStatus>>)>,
 }
 
 impl Exporter {
     fn render(&self) -> Result<String, MetricsError> {
+        if let Some((metrics, dispatchers)) = &self.alarms {
+            let now = Utc::now();
+            for d in dispatchers {
+                let s = d.borrow();
+                let failing = s.is_failing(now, DELIVERY_FAILING_AFTER);
+                metrics.set_outbox(s.adapter, s.pending, s.parked, failing);
+            }
+        }
+        if let Some(stats) = &self.influx {
+            self.metrics.set_influx(&stats.sample());
+        }
         for (key, health) in self.health.devices() {
             self.metrics
                 .set_device(&key.site, &key.device, &device_sample(&health));
@@ -459,6 +515,12 @@ pub struct App {
     http_token: CancellationToken,
     sources: Vec<(String, JoinHandle<()>)>,
     consumer: JoinHandle<()>,
+    influx: Option<InfluxSink>,
+    alarm_task: JoinHandle<()>,
+    alarm_handle: AlarmHandle,
+    store: Store,
+    dispatch_token: CancellationToken,
+    dispatchers: Vec<(String, DispatcherHandle)>,
     http: JoinHandle<()>,
 }
 
@@ -475,6 +537,9 @@ impl App {
     /// Binds HTTP, spawns the consumer, the sources and the stale tick.
     pub async fn start(config: Arc<Config>, options: RunOptions) -> anyhow::Result<App> {
         let metrics = Arc::new(Metrics::new()?);
+        // Limits, rack classes and design figures from the config: the dashboards draw
+        // their thresholds from these, not from numbers written into the JSON.
+        metrics.set_facility(&config);
         let inventory = Arc::new(Inventory::new(&config));
         let health = HealthRegistry::new();
         let live = LiveState::new();
@@ -482,6 +547,55 @@ impl App {
         let (readings_tx, readings_rx) = mpsc::channel(options.readings_capacity.max(1));
         let sources_token = CancellationToken::new();
         let http_token = CancellationToken::new();
+        // The InfluxDB sink: its own tasks and queue, fed by the consumer without waiting.
+        let (influx_tx, influx_sink) = match InfluxOptions::from_config(&config)? {
+            Some(mut opts) => {
+                if let Some(dir) = &options.data_dir {
+                    opts.spool.dir = dir.join("spool").join("influxdb");
+                }
+                let index = influx::SeriesIndex::from_config(&config);
+                let (tx, sink) = influx::start(opts, index)?;
+                (Some(tx), Some(sink))
+            }
+            None => (None, None),
+        };
+        // The store and the alarm task: alarm state restored before any reading arrives.
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| config.daemon.data_dir.clone());
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let store = Store::open(&data_dir.join(STORE_FILE))?;
+        let outbox = Outbox::new(store.clone());
+        let alarm_metrics = Arc::new(metrics.alarm_metrics()?);
+        let adapters = ticketing_adapters(&config)?;
+        let alarm_task = AlarmTask::start(
+            &config,
+            store.clone(),
+            options.alarms.clone(),
+            Some(alarm_metrics.clone()),
+            Some(Delivery {
+                outbox: outbox.clone(),
+                adapters: adapters.iter().map(|a| a.name()).collect(),
+            }),
+        )?;
+        // One dispatcher per enabled adapter, delivering from the outbox (stopped again if
+        // the start fails below).
+        let dispatch_token = CancellationToken::new();
+        let dispatch_guard = dispatch_token.clone().drop_guard();
+        let settings = options
+            .dispatch
+            .unwrap_or_else(|| DispatchSettings::from(&config.dispatch));
+        let dispatchers: Vec<(String, DispatcherHandle)> = adapters
+            .into_iter()
+            .map(|adapter| {
+                let name = format!("dispatch:{}", adapter.name());
+                let handle =
+                    dispatcher::spawn(outbox.clone(), adapter, settings, dispatch_token.clone());
+                (name, handle)
+            })
+            .collect();
 
         // MQTT sources first: their only failures (secrets, TLS roots) are start-up
         // errors, reported before anything else runs.
@@ -516,10 +630,36 @@ impl App {
             mqtt: mqtt_stats,
             live: live.clone(),
             inventory: inventory.clone(),
+            influx: influx_sink.as_ref().map(InfluxSink::stats),
+            alarms: Some((
+                alarm_metrics,
+                dispatchers.iter().map(|(_, d)| d.status.clone()).collect(),
+            )),
         });
         let render: RenderMetrics = Arc::new(move || exporter.render().map_err(|e| e.to_string()));
         let listen = options.listen.unwrap_or(config.daemon.listen);
-        let server = match HttpServer::start(listen, render.clone(), http_token.clone()).await {
+        // Biometric ingestion (`/iclock`), when a site has readers: chain and store first.
+        let ingest = match access::ingest::Ingest::start(
+            &config,
+            store.clone(),
+            &data_dir,
+            http_token.clone(),
+        ) {
+            Ok(ingest) => ingest,
+            Err(error) => {
+                sources_token.cancel();
+                return Err(error).context("cannot start access ingestion");
+            }
+        };
+        let iclock = ingest.map(access::http::router).unwrap_or_default();
+        let server = match HttpServer::start_with(
+            listen,
+            render.clone(),
+            iclock,
+            http_token.clone(),
+        )
+        .await
+        {
             Ok(server) => server,
             Err(error) => {
                 sources_token.cancel();
@@ -535,6 +675,8 @@ impl App {
                 live: live.clone(),
                 metrics: metrics.clone(),
                 stale: stale.clone(),
+                influx: influx_tx,
+                alarms: Some(alarm_task.readings),
             }
             .run(readings_rx),
         );
@@ -589,6 +731,12 @@ impl App {
             http_token,
             sources,
             consumer,
+            influx: influx_sink,
+            alarm_task: alarm_task.join,
+            alarm_handle: alarm_task.handle,
+            store,
+            dispatch_token: dispatch_guard.disarm(),
+            dispatchers,
             http,
         })
     }
@@ -606,6 +754,16 @@ impl App {
     /// Device and endpoint health.
     pub fn health(&self) -> HealthRegistry {
         self.health.clone()
+    }
+
+    /// Operator actions on alarms and the read-only alarm view.
+    pub fn alarms(&self) -> AlarmHandle {
+        self.alarm_handle.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> Store {
+        self.store.clone()
     }
 
     /// The metrics registry.
@@ -627,15 +785,21 @@ impl App {
             http_token,
             sources,
             mut consumer,
+            influx,
+            mut alarm_task,
+            dispatch_token,
+            dispatchers,
             mut http,
             ..
         } = self;
         let mut consumer_done = false;
         let mut http_done = false;
+        let mut alarms_done = false;
         let died = tokio::select! {
             () = shutdown.cancelled() => None,
             _ = &mut consumer => { consumer_done = true; Some("readings consumer") }
             _ = &mut http => { http_done = true; Some("http") }
+            _ = &mut alarm_task => { alarms_done = true; Some("alarm task") }
         };
         match died {
             None => tracing::info!("Shutdown requested: stopping the sources."),
@@ -661,6 +825,42 @@ impl App {
                 .await,
             );
         }
+        // 2b. The consumer's end dropped the sink's queue: the sink writes or spools
+        // its last batch and ends (a backlog stays on disk for the next run).
+        if let Some(sink) = influx {
+            stragglers.extend(
+                wait_stage(
+                    "influxdb",
+                    vec![("influxdb".to_owned(), tokio::spawn(sink.join()))],
+                    deadline,
+                )
+                .await,
+            );
+        }
+        // 2c. The consumer's end closed the alarm task's input: it commits its last
+        // transitions and the final snapshot, then ends.
+        if !alarms_done {
+            stragglers.extend(
+                wait_stage("alarms", vec![("alarms".to_owned(), alarm_task)], deadline).await,
+            );
+        }
+        // 2d. The dispatchers stop; what is not delivered stays in the outbox.
+        dispatch_token.cancel();
+        let dispatch_tasks = dispatchers
+            .into_iter()
+            .map(|(name, d)| {
+                let task = d.task;
+                (
+                    name,
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = task.await {
+                            tracing::error!(error = %e, "A dispatcher ended with a store error.");
+                        }
+                    }),
+                )
+            })
+            .collect();
+        stragglers.extend(wait_stage("dispatchers", dispatch_tasks, deadline).await);
         tracing::info!("Readings drained; stopping HTTP.");
         // 3. HTTP last: /metrics answers until the end.
         http_token.cancel();
@@ -678,6 +878,27 @@ impl App {
         tracing::info!("Shutdown complete.");
         Ok(())
     }
+}
+
+/// The enabled ticketing adapters of `[ticketing.*]`, their secrets read now.
+fn ticketing_adapters(config: &Config) -> anyhow::Result<Vec<Arc<dyn Adapter>>> {
+    use crate::ticketing::webhook::WebhookAdapter;
+    use crate::ticketing::{pagerduty::PagerDutyAdapter, servicenow::ServiceNowAdapter};
+    let timeout = config.dispatch.request_timeout;
+    let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
+    if let Some(w) = config.webhook.as_ref().filter(|w| w.enabled) {
+        let a = WebhookAdapter::from_config(w, timeout).context("ticketing.webhook")?;
+        adapters.push(Arc::new(a));
+    }
+    if let Some(sn) = config.servicenow.as_ref().filter(|s| s.enabled) {
+        let a = ServiceNowAdapter::from_config(sn, timeout).context("ticketing.servicenow")?;
+        adapters.push(Arc::new(a));
+    }
+    if let Some(pd) = config.pagerduty.as_ref().filter(|p| p.enabled) {
+        let a = PagerDutyAdapter::from_config(pd, timeout).context("ticketing.pagerduty")?;
+        adapters.push(Arc::new(a));
+    }
+    Ok(adapters)
 }
 
 /// Starts the daemon and runs it until `shutdown` is cancelled; see [`App`].
@@ -1169,6 +1390,8 @@ mod tests {
             live: live.clone(),
             metrics: metrics.clone(),
             stale: stale.clone(),
+            influx: None,
+            alarms: None,
         };
         let exporter = Exporter {
             metrics,
@@ -1176,6 +1399,8 @@ mod tests {
             mqtt: Vec::new(),
             live,
             inventory,
+            influx: None,
+            alarms: None,
         };
         (consumer, exporter, stale, id)
     }

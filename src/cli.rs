@@ -52,9 +52,18 @@ pub enum Command {
         /// point is good, 1 otherwise): for commissioning a device.
         #[arg(long, value_name = "DEVICE[@SITE]")]
         once: Option<OnceTarget>,
+        /// State directory (the store) instead of `daemon.data_dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Start simulators, a broker and the daemon, and play a scripted timeline.
     Demo,
+    /// The tamper-evident access audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Access events.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Validate a configuration directory and print every problem at once.
     CheckConfig {
         /// Configuration directory (dcguard.toml, sites/, profiles/).
@@ -63,16 +72,68 @@ pub enum Command {
     },
 }
 
+/// `dcguard audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain and its signed checkpoints; exit 0 with a summary, or 1
+    /// naming the first bad record.
+    Verify {
+        /// The daemon's state directory (holds `access-audit.log`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The checkpoint key's credential file (default: `$DCGUARD_AUDIT_KEY_FILE`, then
+        /// `$CREDENTIALS_DIRECTORY/dcguard-audit-key`, then `DIR/audit.key`).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+}
+
+/// `dcguard access ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Import reader events from a CSV export (format: `access::import`); idempotent.
+    /// Refused while the daemon runs on the same data directory.
+    Import {
+        /// The CSV file.
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+        /// Configuration directory (the reader map).
+        #[arg(long, value_name = "DIR", default_value = "config")]
+        config: PathBuf,
+        /// State directory instead of `daemon.data_dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
 /// Entry point used by `src/main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { dir } => check_config(&dir),
+        Command::Access(AccessCommand::Import {
+            file,
+            config,
+            data_dir,
+        }) => access_import(&file, &config, data_dir),
+        Command::Audit(AuditCommand::Verify { data_dir, key_file }) => {
+            match crate::access::ingest::verify_chain(&data_dir, key_file.as_deref()) {
+                Ok(summary) => {
+                    let _ = writeln!(std::io::stdout().lock(), "{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(problem) => {
+                    eprintln!("dcguard audit verify: {problem}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
         Command::Run {
             config,
             log_level,
             once,
-        } => run(&config, log_level.as_deref(), once),
+            data_dir,
+        } => run(&config, log_level.as_deref(), once, data_dir),
         Command::Demo => {
             eprintln!("dcguard demo: the embedded demo arrives with issue 8; nothing was started");
             ExitCode::from(EXIT_UNAVAILABLE)
@@ -80,7 +141,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &Path, log_level: Option<&str>, once: Option<OnceTarget>) -> ExitCode {
+fn run(
+    dir: &Path,
+    log_level: Option<&str>,
+    once: Option<OnceTarget>,
+    data_dir: Option<PathBuf>,
+) -> ExitCode {
     let config = match config::load(dir) {
         Ok(config) => config,
         Err(errors) => {
@@ -104,17 +170,21 @@ fn run(dir: &Path, log_level: Option<&str>, once: Option<OnceTarget>) -> ExitCod
     };
     let code = match once {
         Some(target) => runtime.block_on(run_once(&config, &target)),
-        None => runtime.block_on(run_daemon(config)),
+        None => runtime.block_on(run_daemon(config, data_dir)),
     };
     // Blocking work left behind (a scrape being rendered) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
-async fn run_daemon(config: Config) -> ExitCode {
+async fn run_daemon(config: Config, data_dir: Option<PathBuf>) -> ExitCode {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-    let result = app::run(Arc::new(config), RunOptions::default(), shutdown).await;
+    let options = RunOptions {
+        data_dir,
+        ..RunOptions::default()
+    };
+    let result = app::run(Arc::new(config), options, shutdown).await;
     signals.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +248,34 @@ async fn run_once(config: &Config, target: &OnceTarget) -> ExitCode {
         }
         Err(error) => {
             eprintln!("dcguard run --once: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn access_import(file: &Path, dir: &Path, data_dir: Option<PathBuf>) -> ExitCode {
+    let config = match config::load(dir) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let data_dir = data_dir.unwrap_or_else(|| config.daemon.data_dir.clone());
+    match crate::access::ingest::run_import(&config, &data_dir, file) {
+        Ok(summary) => {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "imported {}: {} events read, {} new, {} already stored",
+                file.display(),
+                summary.read,
+                summary.new,
+                summary.read - summary.new
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("dcguard access import: {error}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

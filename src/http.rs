@@ -45,13 +45,23 @@ impl HttpServer {
         render: RenderMetrics,
         shutdown: CancellationToken,
     ) -> Result<HttpServer, BindError> {
+        Self::start_with(address, render, Router::new(), shutdown).await
+    }
+
+    /// [`HttpServer::start`] with more routes merged in (e.g. the `/iclock` ingestion).
+    pub async fn start_with(
+        address: SocketAddr,
+        render: RenderMetrics,
+        extra: Router,
+        shutdown: CancellationToken,
+    ) -> Result<HttpServer, BindError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| BindError { address, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| BindError { address, source })?;
-        let app = router(render);
+        let app = router(render).merge(extra);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -9,6 +9,7 @@
 //!   problem is reported at once as `FILE:LINE: KEY.PATH: found FOUND; expected EXPECTED`.
 //! * `model`: readings, the plain data every source produces.
 //! * `sources`: telemetry acquisition.
+//! * `sinks`: the InfluxDB v2 writer with its disk spool (issue 5).
 //! * `rules`, `alarms`: facility rules and the alarm lifecycle (issue 4; pure).
 //! * `incidents`: priority, SLA clocks, durable outbox and delivery (issue 4).
 //! * `access`: visit tickets, reader events, reconciliation, audit chain (issue 6).
@@ -28,6 +29,8 @@ pub mod http;
 pub mod incidents;
 pub mod model;
 pub mod rules;
+pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod ticketing;

@@ -593,3 +593,93 @@ fn several_mistakes_in_several_files_are_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn ticketing_mistakes() {
+    let f = Fixture::new();
+    // DAEMON has 34 lines; this starts on line 35.
+    let ticketing = r#"[ticketing.webhook]
+enabled = true
+url = "ftp://127.0.0.1/incidents"
+
+[ticketing.servicenow]
+enabled = true
+instance_url = "https://example.service-now.com"
+username = ""
+
+[ticketing.pagerduty]
+enabled = true
+routing_key_env = "DCGUARD_PD_KEY"
+routing_key_file = "/run/credentials/dcguard/pd"
+
+[ticketing.dispatch]
+request_timeout_secs = 0
+retry_min_secs = 10
+retry_max_secs = 86400
+max_in_flight = 0
+retry_horizon_h = 24
+"#;
+    f.write("dcguard.toml", &format!("{DAEMON}{ticketing}"));
+    assert_eq!(
+        f.problems(),
+        vec![
+            "config/dcguard.toml:35: ticketing.webhook: found an enabled webhook without a signing key; expected hmac_secret_env = \"VAR\" or hmac_secret_file = \"PATH\"",
+            "config/dcguard.toml:37: ticketing.webhook.url: found \"ftp://127.0.0.1/incidents\"; expected an http:// or https:// URL",
+            "config/dcguard.toml:39: ticketing.servicenow: found an enabled ServiceNow adapter without a password; expected password_env = \"VAR\" or password_file = \"PATH\"",
+            "config/dcguard.toml:42: ticketing.servicenow.username: found \"\"; expected a user name",
+            "config/dcguard.toml:44: ticketing.pagerduty: found an enabled PagerDuty adapter without a routing key; expected routing_key_env = \"VAR\" or routing_key_file = \"PATH\"",
+            "config/dcguard.toml:47: ticketing.pagerduty.routing_key_file: found both routing_key_env and routing_key_file; expected one of routing_key_env and routing_key_file",
+            "config/dcguard.toml:50: ticketing.dispatch.request_timeout_secs: found 0; expected 1 to 60 seconds",
+            "config/dcguard.toml:52: ticketing.dispatch.retry_max_secs: found 86400; expected retry_min_secs (10) to 3600 seconds (the receivers keep idempotency keys for 24 h)",
+            "config/dcguard.toml:53: ticketing.dispatch.max_in_flight: found 0; expected 1 to 64 concurrent requests",
+            "config/dcguard.toml:54: ticketing.dispatch.retry_horizon_h: found 24; expected 1 to 23 hours (below the receivers' 24 h idempotency-key retention)",
+        ]
+    );
+}
+
+#[test]
+fn a_literal_routing_key_is_reported_without_its_value() {
+    let f = Fixture::new();
+    let pd = "[ticketing.pagerduty]\nrouting_key = \"R0UT1NGK3Y\"\n";
+    f.write("dcguard.toml", &format!("{DAEMON}{pd}"));
+    let problems = f.problems();
+    assert_eq!(
+        problems,
+        vec![
+            "config/dcguard.toml:36: ticketing.pagerduty.routing_key: found a secret written literally; expected a reference: routing_key_env = \"VAR\" or routing_key_file = \"PATH\""
+        ]
+    );
+    assert!(!problems.concat().contains("R0UT1NGK3Y"));
+}
+
+#[test]
+fn ticketing_defaults_apply_when_the_sections_are_left_out() {
+    let f = Fixture::new();
+    let cfg = config::load(&f.dir()).unwrap();
+    assert_eq!(cfg.dispatch, config::model::Dispatch::default());
+    assert!(cfg.servicenow.is_none() && cfg.pagerduty.is_none());
+    let pd = "[ticketing.pagerduty]\nrouting_key_env = \"DCGUARD_PD_KEY\"\n";
+    f.write("dcguard.toml", &format!("{DAEMON}{pd}"));
+    let cfg = config::load(&f.dir()).unwrap();
+    let pd = cfg.pagerduty.unwrap();
+    assert_eq!(pd.events_url, "https://events.pagerduty.com/v2/enqueue");
+    assert!(!pd.enabled);
+}
+
+#[test]
+fn enabled_ticketing_adapters_are_named_and_a_missing_secret_is_reported_by_reference() {
+    let f = Fixture::new();
+    let cfg = config::load(&f.dir()).unwrap();
+    assert!(dcguard::ticketing::enabled_names(&cfg).is_empty());
+    let hook = "[ticketing.webhook]\nenabled = true\nurl = \"http://127.0.0.1:9800/incidents\"\nhmac_secret_env = \"DCGUARD_TEST_UNSET_WEBHOOK_KEY\"\n";
+    f.write("dcguard.toml", &format!("{DAEMON}{hook}"));
+    let cfg = config::load(&f.dir()).unwrap();
+    assert_eq!(dcguard::ticketing::enabled_names(&cfg), ["webhook"]);
+    let err = dcguard::ticketing::from_config(&cfg)
+        .err()
+        .expect("the variable is not set");
+    assert_eq!(
+        err.to_string(),
+        "ticketing adapter webhook: environment variable DCGUARD_TEST_UNSET_WEBHOOK_KEY is not set"
+    );
+}

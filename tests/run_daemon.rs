@@ -193,6 +193,8 @@ async fn the_daemon_reads_all_three_sites_exports_metrics_and_shuts_down_in_orde
         )]),
         poller: fast_poller(),
         mqtt: fast_mqtt(),
+        // Never the shipped /var/lib/dcguard: tests keep their state in a temp dir.
+        data_dir: Some(dir.path().join("data")),
         ..RunOptions::default()
     };
     let app = App::start(config.clone(), options).await.unwrap();

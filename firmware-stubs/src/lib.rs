@@ -6,11 +6,14 @@
 //! * `mqtt`: the MQTT publisher of the simulated sensors.
 //! * `encode`: the stubs' own value -> register encoder (independent of the daemon's decoder).
 //! * `modbus`: Modbus TCP servers, one per configured endpoint, serving the world's values.
+//! * `reader`: a ZKTeco PUSH reader (real HTTP client) that pushes badge events to the daemon.
 //! * `sim`: the runner that loads a config, builds the worlds and starts every server.
 
 pub mod encode;
 pub mod modbus;
 pub mod mqtt;
+pub mod reader;
+pub mod receivers;
 pub mod scenario;
 pub mod sim;
 pub mod spec;

@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod event;
+pub mod http;
 pub mod import;
+pub mod ingest;
 pub mod occupancy;
 pub mod reconcile;
 pub mod ticket;

@@ -29,6 +29,7 @@ pub mod book;
 pub mod kpi;
 mod names;
 pub mod suppression;
+pub mod task;
 pub mod types;
 
 pub use book::{Alarm, AlarmBook, OutOfService, Seen, Shelf};

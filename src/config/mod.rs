@@ -26,7 +26,14 @@ use locate::Locator;
 use validate::{Parsed, Source};
 
 /// Key names that must never hold a secret's value.
-pub const SECRET_KEYS: &[&str] = &["password", "token", "secret", "hmac_secret", "api_key"];
+pub const SECRET_KEYS: &[&str] = &[
+    "password",
+    "token",
+    "secret",
+    "hmac_secret",
+    "api_key",
+    "routing_key",
+];
 
 /// Loads and validates the configuration directory `dir`.
 ///

@@ -31,6 +31,12 @@ pub struct Config {
     pub influxdb: Option<Influxdb>,
     /// `[ticketing.webhook]`, when present.
     pub webhook: Option<Webhook>,
+    /// `[ticketing.servicenow]`, when present.
+    pub servicenow: Option<ServiceNow>,
+    /// `[ticketing.pagerduty]`, when present.
+    pub pagerduty: Option<PagerDuty>,
+    /// `[ticketing.dispatch]` (defaults when absent).
+    pub dispatch: Dispatch,
     /// `[auth]`, when present.
     pub auth: Option<Auth>,
     /// Every profile, by id.
@@ -253,6 +259,18 @@ pub struct Influxdb {
     pub bucket: String,
     /// API token reference.
     pub token: Option<SecretRef>,
+    /// Lines per write request at most.
+    pub batch_max_points: usize,
+    /// A batch is written at the latest this long after its first line.
+    pub flush_interval: Duration,
+    /// Readings queued for the sink (full: drop newest, counted).
+    pub queue_capacity: usize,
+    /// Disk budget of the spool, bytes.
+    pub spool_max_bytes: u64,
+    /// Spooled data older than this is dropped.
+    pub spool_max_age: Duration,
+    /// gzip request bodies.
+    pub gzip: bool,
 }
 
 /// `[ticketing.webhook]`.
@@ -264,6 +282,63 @@ pub struct Webhook {
     pub url: String,
     /// HMAC-SHA256 key reference.
     pub hmac_secret: Option<SecretRef>,
+}
+
+/// `[ticketing.servicenow]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceNow {
+    /// Whether incidents are sent.
+    pub enabled: bool,
+    /// Instance base URL.
+    pub instance_url: String,
+    /// Table of the Table API (`incident`).
+    pub table: String,
+    /// Integration user, not a secret.
+    pub username: String,
+    /// Its password reference.
+    pub password: Option<SecretRef>,
+    /// `assignment_group` of created incidents.
+    pub assignment_group: Option<String>,
+    /// `caller_id` of created incidents.
+    pub caller_id: Option<String>,
+}
+
+/// `[ticketing.pagerduty]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagerDuty {
+    /// Whether incidents are sent.
+    pub enabled: bool,
+    /// Events API v2 endpoint.
+    pub events_url: String,
+    /// Routing key reference.
+    pub routing_key: Option<SecretRef>,
+}
+
+/// `[ticketing.dispatch]`: delivery settings shared by every adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatch {
+    /// Bound of one delivery attempt.
+    pub request_timeout: Duration,
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Longest retry delay (backoff cap).
+    pub retry_max: Duration,
+    /// Concurrent requests per adapter.
+    pub max_in_flight: usize,
+    /// An undelivered transition older than this is parked instead of retried.
+    pub retry_horizon: Duration,
+}
+
+impl Default for Dispatch {
+    fn default() -> Self {
+        Dispatch {
+            request_timeout: Duration::from_secs(10),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_in_flight: 4,
+            retry_horizon: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 /// `[auth]`: where the hashed bearer tokens by role are.

@@ -224,6 +224,41 @@ pub struct RawInfluxdb {
     pub token_env: Option<String>,
     /// File holding the API token.
     pub token_file: Option<String>,
+    /// Lines per write request at most (default 5000).
+    #[serde(default = "default_influx_batch_max_points")]
+    pub batch_max_points: u64,
+    /// A batch is written at the latest this long after its first line (default 1000).
+    #[serde(default = "default_influx_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Readings queued for the sink; when full the newest is dropped and counted
+    /// (default 65536).
+    #[serde(default = "default_influx_queue_capacity")]
+    pub queue_capacity: u64,
+    /// Disk budget of the spool in MiB; past it the oldest data is dropped (default 1024).
+    #[serde(default = "default_influx_spool_max_mib")]
+    pub spool_max_mib: u64,
+    /// Spooled data older than this is dropped (default 72).
+    #[serde(default = "default_influx_spool_max_age_h")]
+    pub spool_max_age_h: u64,
+    /// gzip request bodies (default true).
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+}
+
+fn default_influx_batch_max_points() -> u64 {
+    5000
+}
+fn default_influx_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_influx_queue_capacity() -> u64 {
+    65536
+}
+fn default_influx_spool_max_mib() -> u64 {
+    1024
+}
+fn default_influx_spool_max_age_h() -> u64 {
+    72
 }
 
 /// `[ticketing]`.
@@ -232,6 +267,110 @@ pub struct RawInfluxdb {
 pub struct RawTicketing {
     /// Generic CloudEvents webhook.
     pub webhook: Option<RawWebhook>,
+    /// ServiceNow Table API.
+    pub servicenow: Option<RawServiceNow>,
+    /// PagerDuty Events API v2.
+    pub pagerduty: Option<RawPagerDuty>,
+    /// Delivery settings shared by every adapter (all keys optional).
+    pub dispatch: Option<RawDispatch>,
+}
+
+fn default_servicenow_table() -> String {
+    "incident".to_owned()
+}
+fn default_pagerduty_events_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".to_owned()
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+fn default_retry_min_secs() -> u64 {
+    1
+}
+fn default_retry_max_secs() -> u64 {
+    300
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_retry_horizon_h() -> u64 {
+    12
+}
+
+/// `[ticketing.servicenow]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceNow {
+    /// Send incidents (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Instance base URL, `http://` or `https://`, e.g. `https://example.service-now.com`.
+    pub instance_url: String,
+    /// Table of the Table API (default `incident`).
+    #[serde(default = "default_servicenow_table")]
+    pub table: String,
+    /// User of the integration account (not a secret).
+    pub username: String,
+    /// Environment variable holding its password (one of `_env`/`_file` when enabled).
+    pub password_env: Option<String>,
+    /// File holding its password.
+    pub password_file: Option<String>,
+    /// `assignment_group` of created incidents (name or sys_id).
+    pub assignment_group: Option<String>,
+    /// `caller_id` of created incidents (user name or sys_id).
+    pub caller_id: Option<String>,
+}
+
+/// `[ticketing.pagerduty]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagerDuty {
+    /// Send incidents (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Events API v2 endpoint (default `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default = "default_pagerduty_events_url")]
+    pub events_url: String,
+    /// Environment variable holding the integration's routing key (one of `_env`/`_file`
+    /// when enabled).
+    pub routing_key_env: Option<String>,
+    /// File holding the routing key.
+    pub routing_key_file: Option<String>,
+}
+
+/// `[ticketing.dispatch]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDispatch {
+    /// Bound of one delivery attempt (connect, send, reply), seconds, 1..=60 (default 10).
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// First retry delay, seconds, at least 1 (default 1).
+    #[serde(default = "default_retry_min_secs")]
+    pub retry_min_secs: u64,
+    /// Longest retry delay (backoff cap), seconds, retry_min_secs..=3600 (default 300).
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// Concurrent requests per adapter, 1..=64 (default 4).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Hours after which an undelivered transition is parked instead of retried, 1..=23
+    /// (default 12): below the 24 h for which receivers keep idempotency keys, so a retry
+    /// never comes after the receiver forgot the key.
+    #[serde(default = "default_retry_horizon_h")]
+    pub retry_horizon_h: u64,
+}
+
+impl Default for RawDispatch {
+    fn default() -> Self {
+        RawDispatch {
+            request_timeout_secs: default_request_timeout_secs(),
+            retry_min_secs: default_retry_min_secs(),
+            retry_max_secs: default_retry_max_secs(),
+            max_in_flight: default_max_in_flight(),
+            retry_horizon_h: default_retry_horizon_h(),
+        }
+    }
 }
 
 /// `[ticketing.webhook]`.

@@ -330,6 +330,9 @@ pub(crate) fn validate(parsed: &Parsed, errors: &mut Vec<ConfigError>) -> Option
         brokers: d.brokers,
         influxdb: d.influxdb,
         webhook: d.webhook,
+        servicenow: d.servicenow,
+        pagerduty: d.pagerduty,
+        dispatch: d.dispatch,
         auth: d.auth,
         profiles,
         sites,
@@ -346,6 +349,9 @@ struct DaemonPart {
     brokers: BTreeMap<String, Broker>,
     influxdb: Option<Influxdb>,
     webhook: Option<Webhook>,
+    servicenow: Option<ServiceNow>,
+    pagerduty: Option<PagerDuty>,
+    dispatch: Dispatch,
     auth: Option<Auth>,
 }
 
@@ -437,7 +443,22 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
 
     let influxdb = raw.influxdb.as_ref().map(|r| {
         check_url(src, "influxdb.url", &r.url, errors);
+        for (key, value) in [
+            ("batch_max_points", r.batch_max_points),
+            ("flush_interval_ms", r.flush_interval_ms),
+            ("queue_capacity", r.queue_capacity),
+            ("spool_max_mib", r.spool_max_mib),
+            ("spool_max_age_h", r.spool_max_age_h),
+        ] {
+            nonzero(src, &format!("influxdb.{key}"), value, errors);
+        }
         Influxdb {
+            batch_max_points: usize::try_from(r.batch_max_points).unwrap_or(usize::MAX),
+            flush_interval: Duration::from_millis(r.flush_interval_ms),
+            queue_capacity: usize::try_from(r.queue_capacity).unwrap_or(usize::MAX),
+            spool_max_bytes: r.spool_max_mib.saturating_mul(1 << 20),
+            spool_max_age: Duration::from_secs(r.spool_max_age_h.saturating_mul(3600)),
+            gzip: r.gzip,
             enabled: r.enabled,
             url: r.url.clone(),
             org: r.org.clone(),
@@ -479,6 +500,11 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
                 hmac_secret,
             }
         });
+    let (servicenow, pagerduty, dispatch) = raw
+        .ticketing
+        .as_ref()
+        .map(|t| validate_ticketing(src, t, errors))
+        .unwrap_or_default();
     let auth = raw.auth.as_ref().and_then(|a| {
         let r = secret_ref(
             src,
@@ -504,8 +530,122 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
         brokers,
         influxdb,
         webhook,
+        servicenow,
+        pagerduty,
+        dispatch,
         auth,
     }
+}
+
+/// `[ticketing.servicenow]`, `[ticketing.pagerduty]` and `[ticketing.dispatch]`.
+fn validate_ticketing(
+    src: &Source,
+    t: &RawTicketing,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<ServiceNow>, Option<PagerDuty>, Dispatch) {
+    let servicenow = t.servicenow.as_ref().map(|r| {
+        let p = "ticketing.servicenow";
+        check_url(src, &format!("{p}.instance_url"), &r.instance_url, errors);
+        check_id(src, &format!("{p}.table"), &r.table, errors);
+        if r.username.is_empty() {
+            errors.push(src.err(format!("{p}.username"), "\"\"", "a user name"));
+        }
+        let password = secret_ref(
+            src,
+            &format!("{p}."),
+            "password",
+            &r.password_env,
+            &r.password_file,
+            errors,
+        );
+        if r.enabled && password.is_none() {
+            errors.push(src.err(
+                p,
+                "an enabled ServiceNow adapter without a password",
+                "password_env = \"VAR\" or password_file = \"PATH\"",
+            ));
+        }
+        ServiceNow {
+            enabled: r.enabled,
+            instance_url: r.instance_url.clone(),
+            table: r.table.clone(),
+            username: r.username.clone(),
+            password,
+            assignment_group: r.assignment_group.clone(),
+            caller_id: r.caller_id.clone(),
+        }
+    });
+    let pagerduty = t.pagerduty.as_ref().map(|r| {
+        let p = "ticketing.pagerduty";
+        check_url(src, &format!("{p}.events_url"), &r.events_url, errors);
+        let routing_key = secret_ref(
+            src,
+            &format!("{p}."),
+            "routing_key",
+            &r.routing_key_env,
+            &r.routing_key_file,
+            errors,
+        );
+        if r.enabled && routing_key.is_none() {
+            errors.push(src.err(
+                p,
+                "an enabled PagerDuty adapter without a routing key",
+                "routing_key_env = \"VAR\" or routing_key_file = \"PATH\"",
+            ));
+        }
+        PagerDuty {
+            enabled: r.enabled,
+            events_url: r.events_url.clone(),
+            routing_key,
+        }
+    });
+    let d = t.dispatch.clone().unwrap_or_default();
+    let p = "ticketing.dispatch";
+    if !(1..=60).contains(&d.request_timeout_secs) {
+        errors.push(src.err(
+            format!("{p}.request_timeout_secs"),
+            d.request_timeout_secs.to_string(),
+            "1 to 60 seconds",
+        ));
+    }
+    nonzero(
+        src,
+        &format!("{p}.retry_min_secs"),
+        d.retry_min_secs,
+        errors,
+    );
+    if d.retry_max_secs < d.retry_min_secs || d.retry_max_secs > 3600 {
+        errors.push(src.err(
+            format!("{p}.retry_max_secs"),
+            d.retry_max_secs.to_string(),
+            format!(
+                "retry_min_secs ({}) to 3600 seconds (the receivers keep idempotency keys for 24 h)",
+                d.retry_min_secs
+            ),
+        ));
+    }
+    if !(1..=64).contains(&d.max_in_flight) {
+        errors.push(src.err(
+            format!("{p}.max_in_flight"),
+            d.max_in_flight.to_string(),
+            "1 to 64 concurrent requests",
+        ));
+    }
+    if !(1..=23).contains(&d.retry_horizon_h) {
+        errors.push(src.err(
+            format!("{p}.retry_horizon_h"),
+            d.retry_horizon_h.to_string(),
+            "1 to 23 hours (below the receivers' 24 h idempotency-key retention)",
+        ));
+    }
+    let dispatch = Dispatch {
+        request_timeout: Duration::from_secs(d.request_timeout_secs),
+        retry_min: Duration::from_secs(d.retry_min_secs),
+        retry_max: Duration::from_secs(d.retry_max_secs),
+        max_in_flight: d.max_in_flight,
+        retry_horizon: Duration::from_secs(d.retry_horizon_h.min(23) * 3600),
+    };
+    (servicenow, pagerduty, dispatch)
 }
 
 fn validate_calendar(src: &Source, c: &RawCalendar, errors: &mut Vec<ConfigError>) -> Calendar {

@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex};
 
 pub use rusqlite;
 
+pub mod access;
+pub mod alarms;
+pub mod outbox;
+
 /// A named schema change of one area, applied once.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -34,7 +38,7 @@ pub struct Migration {
 /// Every area's migrations, in the order they are applied on a new store.
 fn migrations() -> Vec<Migration> {
     // Areas append their lists here (e.g. `outbox::MIGRATIONS`).
-    Vec::new()
+    [alarms::MIGRATIONS, outbox::MIGRATIONS, access::MIGRATIONS].concat()
 }
 
 /// Why a store operation failed.
@@ -179,8 +183,11 @@ fn apply_migrations(
         let tx = conn.transaction().map_err(as_migration_error)?;
         tx.execute_batch(migration.sql)
             .map_err(as_migration_error)?;
-        tx.execute("INSERT INTO migrations (name) VALUES (?1)", [migration.name])
-            .map_err(as_migration_error)?;
+        tx.execute(
+            "INSERT INTO migrations (name) VALUES (?1)",
+            [migration.name],
+        )
+        .map_err(as_migration_error)?;
         tx.commit().map_err(as_migration_error)?;
     }
     Ok(())
@@ -208,7 +215,8 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mut conn = conn;
         apply_migrations(&mut conn, &AREA[..1]).unwrap();
-        conn.execute("INSERT INTO t (v) VALUES ('kept')", []).unwrap();
+        conn.execute("INSERT INTO t (v) VALUES ('kept')", [])
+            .unwrap();
         drop(conn);
 
         let mut conn = rusqlite::Connection::open(&path).unwrap();
@@ -232,7 +240,10 @@ mod tests {
             sql: "CREATE TABLE x (;",
         }];
         let err = apply_migrations(&mut conn, &bad).unwrap_err();
-        assert!(err.to_string().starts_with("store migration bad_1 failed"), "{err}");
+        assert!(
+            err.to_string().starts_with("store migration bad_1 failed"),
+            "{err}"
+        );
         let count: i64 = conn
             .query_row("SELECT COUNT(*) FROM migrations", [], |r| r.get(0))
             .unwrap();

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use prometheus::core::Collector;
 use prometheus::{Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::config::{Config, Feed};
 use crate::model::{Quality, Reading};
 
 /// Gauge: the engineering value of a point's latest good reading.
@@ -65,6 +66,39 @@ pub const MQTT_SEQUENCE_GAPS_TOTAL: &str = "dcguard_mqtt_sequence_gaps_total";
 pub const MQTT_CONNECTS_TOTAL: &str = "dcguard_mqtt_connects_total";
 /// Counter: MQTT connection attempts or sessions that ended in an error.
 pub const MQTT_CONNECTION_ERRORS_TOTAL: &str = "dcguard_mqtt_connection_errors_total";
+
+// Facility facts from the configuration ([`Metrics::set_facility`]), so dashboards draw
+// thresholds and ratios from the seed limits instead of copying numbers.
+/// Gauge: a climate limit of a room (`kind`: `temperature_min_celsius`,
+/// `temperature_max_celsius`, `humidity_min_percent`, `humidity_max_percent`).
+pub const LIMIT: &str = "dcguard_limit";
+/// Gauge: a rack's power limit in watts (each feed is rated at it; A + B stay under it).
+pub const RACK_LIMIT_WATTS: &str = "dcguard_rack_limit_watts";
+/// Gauge: always 1; the configured facts of a device as labels (kind, room, rack, feed).
+pub const DEVICE_INFO: &str = "dcguard_device_info";
+/// Gauge: how long a genset's full tank lasts at rated load (`fuel_tank_l / fuel_l_per_h_full`).
+pub const GENSET_FULL_TANK_SECONDS: &str = "dcguard_genset_full_tank_seconds";
+/// Gauge: the site's required genset fuel autonomy without refuelling.
+pub const GENSET_AUTONOMY_REQUIRED_SECONDS: &str = "dcguard_genset_autonomy_required_seconds";
+/// Gauge: the site's design UPS backup (bridge) time.
+pub const UPS_BACKUP_REQUIRED_SECONDS: &str = "dcguard_ups_backup_required_seconds";
+
+// The InfluxDB sink ([`Metrics::set_influx`]).
+/// Counter: readings a sink lost, by sink and reason (`queue_full`, `spool_budget`,
+/// `spool_age`, `spool_corrupt`, `spool_error`, `unencodable`).
+pub const READINGS_DROPPED_TOTAL: &str = "dcguard_readings_dropped_total";
+/// Counter: lines InfluxDB accepted.
+pub const INFLUX_LINES_WRITTEN_TOTAL: &str = "dcguard_influx_lines_written_total";
+/// Counter: failed InfluxDB write requests by kind (`transport`, `status`, `rejected`).
+pub const INFLUX_WRITE_FAILURES_TOTAL: &str = "dcguard_influx_write_failures_total";
+/// Gauge: lines waiting in the InfluxDB spool.
+pub const INFLUX_SPOOL_LINES: &str = "dcguard_influx_spool_lines";
+/// Gauge: bytes waiting in the InfluxDB spool.
+pub const INFLUX_SPOOL_BYTES: &str = "dcguard_influx_spool_bytes";
+/// Counter: spool records that failed their checksum.
+pub const INFLUX_SPOOL_CORRUPT_RECORDS_TOTAL: &str = "dcguard_influx_spool_corrupt_records_total";
+/// Counter: lines InfluxDB refused, kept in the quarantine file.
+pub const INFLUX_QUARANTINED_LINES_TOTAL: &str = "dcguard_influx_quarantined_lines_total";
 
 /// Labels of a point's series, in [`POINT_LABELS`] order.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +209,19 @@ pub struct Metrics {
     mqtt_sequence_gaps: IntCounterVec,
     mqtt_connects: IntCounterVec,
     mqtt_connection_errors: IntCounterVec,
+    limit: GaugeVec,
+    rack_limit: GaugeVec,
+    device_info: IntGaugeVec,
+    genset_full_tank: GaugeVec,
+    genset_autonomy_required: GaugeVec,
+    ups_backup_required: GaugeVec,
+    readings_dropped: IntCounterVec,
+    influx_lines_written: IntCounterVec,
+    influx_write_failures: IntCounterVec,
+    influx_spool_lines: IntGaugeVec,
+    influx_spool_bytes: IntGaugeVec,
+    influx_spool_corrupt: IntCounterVec,
+    influx_quarantined: IntCounterVec,
     /// Serialises the copying of external counters, so two concurrent scrapes cannot
     /// both add the same difference.
     copy_lock: Mutex<()>,
@@ -321,6 +368,88 @@ impl Metrics {
                 MQTT_CONNECTION_ERRORS_TOTAL,
                 "MQTT connection attempts or sessions that ended in an error.",
                 &["broker"],
+            )?,
+            limit: gauge(
+                r,
+                LIMIT,
+                "Climate limit of a room from the configuration, by kind \
+                 (temperature_min_celsius, temperature_max_celsius, humidity_min_percent, \
+                 humidity_max_percent).",
+                &["site", "room", "kind"],
+            )?,
+            rack_limit: gauge(
+                r,
+                RACK_LIMIT_WATTS,
+                "Power limit of a rack in watts; each feed is rated at it and A + B stay under it.",
+                &["site", "room", "rack"],
+            )?,
+            device_info: int_gauge(
+                r,
+                DEVICE_INFO,
+                "Always 1: the configured kind, room, rack and feed of a device.",
+                &["site", "room", "rack", "device", "kind", "feed"],
+            )?,
+            genset_full_tank: gauge(
+                r,
+                GENSET_FULL_TANK_SECONDS,
+                "How long a genset's full tank lasts at rated load (tank / consumption at \
+                 rated load).",
+                &["site", "device"],
+            )?,
+            genset_autonomy_required: gauge(
+                r,
+                GENSET_AUTONOMY_REQUIRED_SECONDS,
+                "Required genset fuel autonomy of a site without refuelling.",
+                &["site"],
+            )?,
+            ups_backup_required: gauge(
+                r,
+                UPS_BACKUP_REQUIRED_SECONDS,
+                "Design UPS backup (bridge) time of a site.",
+                &["site"],
+            )?,
+            readings_dropped: counter(
+                r,
+                READINGS_DROPPED_TOTAL,
+                "Readings a sink lost, by sink and reason (queue_full, spool_budget, \
+                 spool_age, spool_corrupt, spool_error, unencodable).",
+                &["sink", "reason"],
+            )?,
+            influx_lines_written: counter(
+                r,
+                INFLUX_LINES_WRITTEN_TOTAL,
+                "Lines InfluxDB accepted.",
+                &[],
+            )?,
+            influx_write_failures: counter(
+                r,
+                INFLUX_WRITE_FAILURES_TOTAL,
+                "Failed InfluxDB write requests by kind (transport, status, rejected).",
+                &["kind"],
+            )?,
+            influx_spool_lines: int_gauge(
+                r,
+                INFLUX_SPOOL_LINES,
+                "Lines waiting in the InfluxDB spool.",
+                &[],
+            )?,
+            influx_spool_bytes: int_gauge(
+                r,
+                INFLUX_SPOOL_BYTES,
+                "Bytes waiting in the InfluxDB spool.",
+                &[],
+            )?,
+            influx_spool_corrupt: counter(
+                r,
+                INFLUX_SPOOL_CORRUPT_RECORDS_TOTAL,
+                "InfluxDB spool records that failed their checksum (their lines are lost).",
+                &[],
+            )?,
+            influx_quarantined: counter(
+                r,
+                INFLUX_QUARANTINED_LINES_TOTAL,
+                "Lines InfluxDB refused (400/413/422), kept in the quarantine file.",
+                &[],
             )?,
             copy_lock: Mutex::new(()),
             registry,
@@ -471,6 +600,61 @@ impl Metrics {
         }
     }
 
+    /// Copies the InfluxDB sink's statistics.
+    pub fn set_influx(&self, sample: &crate::sinks::influxdb::InfluxSample) {
+        let _guard = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let spool = &sample.spool;
+        for (reason, value) in [
+            ("queue_full", sample.dropped_queue_full),
+            ("spool_budget", spool.dropped_bytes_lines),
+            ("spool_age", spool.dropped_age_lines),
+            ("spool_corrupt", spool.corrupt_lines),
+            ("spool_error", sample.spool_errors),
+            ("unencodable", sample.unencodable),
+        ] {
+            if let Ok(c) = self
+                .readings_dropped
+                .get_metric_with_label_values(&["influxdb", reason])
+            {
+                advance(&c, value);
+            }
+        }
+        if let Ok(c) = self
+            .influx_lines_written
+            .get_metric_with_label_values(&[] as &[&str])
+        {
+            advance(&c, sample.lines_written);
+        }
+        for (kind, value) in [
+            ("transport", sample.failures_transport),
+            ("status", sample.failures_status),
+            ("rejected", sample.failures_rejected),
+        ] {
+            if let Ok(c) = self
+                .influx_write_failures
+                .get_metric_with_label_values(&[kind])
+            {
+                advance(&c, value);
+            }
+        }
+        for (gauge, value) in [
+            (&self.influx_spool_lines, sample.spool_lines),
+            (&self.influx_spool_bytes, sample.spool_bytes),
+        ] {
+            if let Ok(g) = gauge.get_metric_with_label_values(&[] as &[&str]) {
+                g.set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
+        for (vec, value) in [
+            (&self.influx_spool_corrupt, spool.corrupt_records),
+            (&self.influx_quarantined, spool.quarantined_lines),
+        ] {
+            if let Ok(c) = vec.get_metric_with_label_values(&[] as &[&str]) {
+                advance(&c, value);
+            }
+        }
+    }
+
     /// Sets the number of stale points of a site.
     pub fn set_points_stale(&self, site: &str, count: usize) {
         if let Ok(g) = self.points_stale.get_metric_with_label_values(&[site]) {
@@ -491,6 +675,75 @@ impl Metrics {
             });
             matches.then(|| m.get_gauge().get_value())
         })
+    }
+
+    /// Exports the configured facility facts: room climate limits, rack limits, device
+    /// kinds and feeds, genset tank autonomy and the sites' autonomy and backup
+    /// requirements. Idempotent; call once after start (and again after a reload).
+    pub fn set_facility(&self, config: &Config) {
+        for site in &config.sites {
+            let s = site.id.as_str();
+            for room in &site.rooms {
+                let Some(c) = room.climate else { continue };
+                for (kind, value) in [
+                    ("temperature_min_celsius", c.temperature_min_c),
+                    ("temperature_max_celsius", c.temperature_max_c),
+                    ("humidity_min_percent", c.humidity_min_pct),
+                    ("humidity_max_percent", c.humidity_max_pct),
+                ] {
+                    if let Ok(g) =
+                        self.limit
+                            .get_metric_with_label_values(&[s, room.id.as_str(), kind])
+                    {
+                        g.set(value);
+                    }
+                }
+            }
+            for rack in &site.racks {
+                if let Ok(g) = self.rack_limit.get_metric_with_label_values(&[
+                    s,
+                    rack.room.as_str(),
+                    rack.id.as_str(),
+                ]) {
+                    g.set(rack.limit_kw * 1000.0);
+                }
+            }
+            for device in &site.devices {
+                let feed = match device.facts.feed {
+                    Some(Feed::A) => "A",
+                    Some(Feed::B) => "B",
+                    None => "",
+                };
+                if let Ok(g) = self.device_info.get_metric_with_label_values(&[
+                    s,
+                    device.room.as_str(),
+                    device.rack.as_deref().unwrap_or(""),
+                    device.id.as_str(),
+                    device.kind().as_str(),
+                    feed,
+                ]) {
+                    g.set(1);
+                }
+                if let (Some(tank), Some(per_hour)) =
+                    (device.facts.fuel_tank_l, device.facts.fuel_l_per_h_full)
+                    && per_hour > 0.0
+                    && let Ok(g) = self
+                        .genset_full_tank
+                        .get_metric_with_label_values(&[s, device.id.as_str()])
+                {
+                    g.set(tank / per_hour * 3600.0);
+                }
+            }
+            if let Ok(g) = self
+                .genset_autonomy_required
+                .get_metric_with_label_values(&[s])
+            {
+                g.set(site.genset.autonomy_min_h * 3600.0);
+            }
+            if let Ok(g) = self.ups_backup_required.get_metric_with_label_values(&[s]) {
+                g.set(site.ups.backup_time.as_secs_f64());
+            }
+        }
     }
 
     /// Everything in the Prometheus text exposition format (version 0.0.4).
@@ -539,6 +792,349 @@ fn counter(
     let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(vec.clone()))?;
     Ok(vec)
+}
+
+// --- Alarms and incidents (issue 4) ---------------------------------------------------
+
+/// Gauge: alarms by ISA-18.2 state (`active_unacked`, `active_acked`, `returned_unacked`)
+/// and priority, per site.
+pub const ALARMS: &str = "dcguard_alarms";
+/// Gauge: alarms shelved, per site.
+pub const ALARMS_SHELVED: &str = "dcguard_alarms_shelved";
+/// Gauge: alarms out of service, per site.
+pub const ALARMS_OUT_OF_SERVICE: &str = "dcguard_alarms_out_of_service";
+/// Gauge: active alarms suppressed by design or by a maintenance window, per site.
+pub const ALARMS_SUPPRESSED: &str = "dcguard_alarms_suppressed";
+/// Gauge: alarms annunciated within the last 10 min (EEMUA 191 flood window), per site.
+pub const ALARM_ANNUNCIATIONS_10M: &str = "dcguard_alarm_annunciations_10m";
+/// Gauge: 1 while a site is in an alarm flood (more than 10 in 10 min).
+pub const ALARM_FLOOD: &str = "dcguard_alarm_flood";
+/// Gauge: standing alarms (active for more than 24 h), per site.
+pub const ALARMS_STANDING: &str = "dcguard_alarms_standing";
+/// Gauge: chattering alarms, per site.
+pub const ALARMS_CHATTERING: &str = "dcguard_alarms_chattering";
+/// Gauge: activations of the top 10 bad actors (bounded label set: only the current top 10).
+pub const ALARM_BAD_ACTOR_ACTIVATIONS: &str = "dcguard_alarm_bad_actor_activations";
+/// Counter: alarm transitions committed, per site.
+pub const ALARM_TRANSITIONS_TOTAL: &str = "dcguard_alarm_transitions_total";
+/// Counter: failed commits of alarm transitions (each is retried).
+pub const ALARM_COMMIT_FAILURES_TOTAL: &str = "dcguard_alarm_commit_failures_total";
+/// Gauge: open incidents by state and priority, per site.
+pub const INCIDENTS: &str = "dcguard_incidents";
+/// Counter: incident transitions committed, by kind (`opened`, `joined`, ...).
+pub const INCIDENT_TRANSITIONS_TOTAL: &str = "dcguard_incident_transitions_total";
+/// Gauge: outbox items waiting for delivery, per adapter.
+pub const OUTBOX_PENDING: &str = "dcguard_outbox_pending";
+/// Gauge: outbox items parked (rejected by the receiver), per adapter.
+pub const OUTBOX_PARKED: &str = "dcguard_outbox_parked";
+/// Gauge: 1 while incident delivery is failing (items parked, or attempts failing), per
+/// adapter: the internal "incident delivery failing" alarm.
+pub const INCIDENT_DELIVERY_FAILING: &str = "dcguard_incident_delivery_failing";
+
+/// The alarm and incident metrics, registered in the daemon's registry by
+/// [`Metrics::alarm_metrics`]; set by the alarm task after each commit.
+#[derive(Debug)]
+pub struct AlarmMetrics {
+    alarms: IntGaugeVec,
+    shelved: IntGaugeVec,
+    out_of_service: IntGaugeVec,
+    suppressed: IntGaugeVec,
+    annunciations: IntGaugeVec,
+    flood: IntGaugeVec,
+    standing: IntGaugeVec,
+    chattering: IntGaugeVec,
+    bad_actors: IntGaugeVec,
+    transitions: IntCounterVec,
+    commit_failures: IntCounter,
+    incidents: IntGaugeVec,
+    incident_transitions: IntCounterVec,
+    outbox_pending: IntGaugeVec,
+    outbox_parked: IntGaugeVec,
+    delivery_failing: IntGaugeVec,
+    /// Label sets set before, per gauge, so a vanished one is set to 0 (or removed).
+    seen: Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<Vec<String>>>>,
+}
+
+impl Metrics {
+    /// Registers the alarm and incident metrics (once per registry).
+    pub fn alarm_metrics(&self) -> Result<AlarmMetrics, MetricsError> {
+        let r = &self.registry;
+        let commit_failures = IntCounter::new(
+            ALARM_COMMIT_FAILURES_TOTAL,
+            "Failed commits of alarm transitions to the store (each is retried).",
+        )?;
+        r.register(Box::new(commit_failures.clone()))?;
+        Ok(AlarmMetrics {
+            alarms: int_gauge(
+                r,
+                ALARMS,
+                "Alarms by ISA-18.2 state and priority.",
+                &["site", "state", "priority"],
+            )?,
+            shelved: int_gauge(r, ALARMS_SHELVED, "Alarms shelved.", &["site"])?,
+            out_of_service: int_gauge(
+                r,
+                ALARMS_OUT_OF_SERVICE,
+                "Alarms out of service.",
+                &["site"],
+            )?,
+            suppressed: int_gauge(
+                r,
+                ALARMS_SUPPRESSED,
+                "Active alarms suppressed by design or by a maintenance window.",
+                &["site"],
+            )?,
+            annunciations: int_gauge(
+                r,
+                ALARM_ANNUNCIATIONS_10M,
+                "Alarms annunciated within the last 10 minutes.",
+                &["site"],
+            )?,
+            flood: int_gauge(
+                r,
+                ALARM_FLOOD,
+                "1 while the site is in an alarm flood.",
+                &["site"],
+            )?,
+            standing: int_gauge(
+                r,
+                ALARMS_STANDING,
+                "Alarms active for more than 24 hours.",
+                &["site"],
+            )?,
+            chattering: int_gauge(r, ALARMS_CHATTERING, "Chattering alarms.", &["site"])?,
+            bad_actors: int_gauge(
+                r,
+                ALARM_BAD_ACTOR_ACTIVATIONS,
+                "Activations of the top 10 bad actors.",
+                &["site", "rule", "scope"],
+            )?,
+            transitions: counter(
+                r,
+                ALARM_TRANSITIONS_TOTAL,
+                "Alarm transitions committed to the store.",
+                &["site"],
+            )?,
+            commit_failures,
+            incidents: int_gauge(
+                r,
+                INCIDENTS,
+                "Open incidents by state and priority.",
+                &["site", "state", "priority"],
+            )?,
+            incident_transitions: counter(
+                r,
+                INCIDENT_TRANSITIONS_TOTAL,
+                "Incident transitions committed to the store.",
+                &["kind"],
+            )?,
+            outbox_pending: int_gauge(
+                r,
+                OUTBOX_PENDING,
+                "Incident transitions waiting for delivery.",
+                &["adapter"],
+            )?,
+            outbox_parked: int_gauge(
+                r,
+                OUTBOX_PARKED,
+                "Incident transitions parked after the receiver rejected them.",
+                &["adapter"],
+            )?,
+            delivery_failing: int_gauge(
+                r,
+                INCIDENT_DELIVERY_FAILING,
+                "1 while incident delivery is failing (parked items or failing attempts).",
+                &["adapter"],
+            )?,
+            seen: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+}
+
+impl AlarmMetrics {
+    /// Sets `gauge` to exactly `values`: label sets set before and absent now go to 0
+    /// (`zero`) or are removed.
+    fn replace(
+        &self,
+        name: &'static str,
+        gauge: &IntGaugeVec,
+        values: std::collections::HashMap<Vec<String>, i64>,
+        zero: bool,
+    ) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.entry(name).or_default();
+        for labels in before.iter() {
+            if !values.contains_key(labels) {
+                let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+                if zero {
+                    gauge.with_label_values(&l).set(0);
+                } else {
+                    let _ = gauge.remove_label_values(&l);
+                }
+            }
+        }
+        if !zero {
+            before.retain(|l| values.contains_key(l));
+        }
+        for (labels, v) in values {
+            let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+            gauge.with_label_values(&l).set(v);
+            before.insert(labels);
+        }
+    }
+
+    /// The alarm gauges: every alarm with its priority and whether it is suppressed now,
+    /// and the KPI snapshot.
+    pub fn set_alarms<'a>(
+        &self,
+        alarms: impl Iterator<
+            Item = (
+                &'a crate::alarms::Alarm,
+                crate::config::model::Priority,
+                bool,
+            ),
+        >,
+        kpis: &crate::alarms::Kpis,
+    ) {
+        use crate::alarms::AlarmState;
+        use std::collections::HashMap;
+        let mut by_state: HashMap<Vec<String>, i64> = HashMap::new();
+        let mut suppressed: HashMap<Vec<String>, i64> = HashMap::new();
+        for (a, priority, is_suppressed) in alarms {
+            let state = match a.state {
+                AlarmState::Normal => continue,
+                AlarmState::ActiveUnacked => "active_unacked",
+                AlarmState::ActiveAcked => "active_acked",
+                AlarmState::ReturnedUnacked => "returned_unacked",
+            };
+            let labels = vec![
+                a.key.site.clone(),
+                state.to_owned(),
+                priority.as_str().to_owned(),
+            ];
+            *by_state.entry(labels).or_default() += 1;
+            if is_suppressed && a.state.is_active() {
+                *suppressed.entry(vec![a.key.site.clone()]).or_default() += 1;
+            }
+        }
+        self.replace(ALARMS, &self.alarms, by_state, true);
+        self.replace(ALARMS_SUPPRESSED, &self.suppressed, suppressed, true);
+        let per_site = |f: fn(&crate::alarms::SiteKpis) -> i64| -> HashMap<Vec<String>, i64> {
+            kpis.sites
+                .iter()
+                .map(|(site, k)| (vec![site.clone()], f(k)))
+                .collect()
+        };
+        self.replace(
+            ALARMS_SHELVED,
+            &self.shelved,
+            per_site(|k| i64::try_from(k.shelved).unwrap_or(i64::MAX)),
+            true,
+        );
+        self.replace(
+            ALARMS_OUT_OF_SERVICE,
+            &self.out_of_service,
+            per_site(|k| i64::try_from(k.out_of_service).unwrap_or(i64::MAX)),
+            true,
+        );
+        self.replace(
+            ALARM_ANNUNCIATIONS_10M,
+            &self.annunciations,
+            per_site(|k| i64::try_from(k.annunciated).unwrap_or(i64::MAX)),
+            true,
+        );
+        self.replace(
+            ALARM_FLOOD,
+            &self.flood,
+            per_site(|k| i64::from(k.flood)),
+            true,
+        );
+        self.replace(
+            ALARMS_STANDING,
+            &self.standing,
+            per_site(|k| i64::try_from(k.standing).unwrap_or(i64::MAX)),
+            true,
+        );
+        self.replace(
+            ALARMS_CHATTERING,
+            &self.chattering,
+            per_site(|k| i64::try_from(k.chattering).unwrap_or(i64::MAX)),
+            true,
+        );
+        let actors = kpis
+            .bad_actors
+            .iter()
+            .map(|b| {
+                (
+                    vec![b.key.site.clone(), b.key.rule.clone(), b.key.scope.clone()],
+                    i64::try_from(b.activations).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        self.replace(ALARM_BAD_ACTOR_ACTIVATIONS, &self.bad_actors, actors, false);
+    }
+
+    /// The incident gauges from the open incidents.
+    pub fn set_incidents<'a>(
+        &self,
+        open: impl Iterator<Item = &'a crate::incidents::incident::Incident>,
+    ) {
+        let mut values: std::collections::HashMap<Vec<String>, i64> = Default::default();
+        for i in open {
+            let labels = vec![
+                i.site.clone(),
+                i.state.as_str().to_owned(),
+                i.priority.as_str().to_owned(),
+            ];
+            *values.entry(labels).or_default() += 1;
+        }
+        self.replace(INCIDENTS, &self.incidents, values, true);
+    }
+
+    /// Counts committed transitions.
+    pub fn count_transitions(
+        &self,
+        alarms: &[crate::alarms::Transition],
+        incidents: &[crate::incidents::incident::IncidentTransition],
+    ) {
+        for t in alarms {
+            self.transitions.with_label_values(&[&t.key.site]).inc();
+        }
+        for t in incidents {
+            let kind = match t.kind {
+                crate::incidents::incident::TransitionKind::Opened => "opened",
+                crate::incidents::incident::TransitionKind::Joined { .. } => "joined",
+                crate::incidents::incident::TransitionKind::Reactivated { .. } => "reactivated",
+                crate::incidents::incident::TransitionKind::Escalated { .. } => "escalated",
+                crate::incidents::incident::TransitionKind::Acknowledged { .. } => "acknowledged",
+                crate::incidents::incident::TransitionKind::ConditionCleared { .. } => {
+                    "condition_cleared"
+                }
+                crate::incidents::incident::TransitionKind::Disaster => "disaster",
+                crate::incidents::incident::TransitionKind::Resolved => "resolved",
+            };
+            self.incident_transitions.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// Counts a failed commit.
+    pub fn commit_failed(&self) {
+        self.commit_failures.inc();
+    }
+
+    /// One adapter's outbox figures (copied from its dispatcher at scrape time).
+    pub fn set_outbox(&self, adapter: &str, pending: u64, parked: u64, failing: bool) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.outbox_pending
+            .with_label_values(&[adapter])
+            .set(n(pending));
+        self.outbox_parked
+            .with_label_values(&[adapter])
+            .set(n(parked));
+        self.delivery_failing
+            .with_label_values(&[adapter])
+            .set(i64::from(failing));
+    }
 }
 
 #[cfg(test)]
@@ -607,5 +1203,43 @@ mod tests {
         assert!(text.contains(
             "dcguard_mqtt_messages_rejected_total{broker=\"sim\",reason=\"malformed\"} 2"
         ));
+    }
+    #[test]
+    fn facility_facts_come_from_the_shipped_configuration() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let config = crate::config::load(&dir).unwrap();
+        let metrics = Metrics::new().unwrap();
+        metrics.set_facility(&config);
+        metrics.set_facility(&config);
+        let text = metrics.render().unwrap();
+        for line in [
+            "dcguard_limit{kind=\"temperature_max_celsius\",room=\"dh1\",site=\"dc\"} 27",
+            "dcguard_limit{kind=\"humidity_min_percent\",room=\"server1\",site=\"smart-dc\"} 30",
+            "dcguard_genset_autonomy_required_seconds{site=\"smart-dc\"} 345600",
+            "dcguard_genset_autonomy_required_seconds{site=\"drc\"} 43200",
+            "dcguard_ups_backup_required_seconds{site=\"dc\"} 600",
+            "dcguard_device_info{device=\"A01-b\",feed=\"B\",kind=\"rack_meter\",rack=\"A01\",room=\"dh1\",site=\"dc\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing");
+        }
+        // 4000 L / 265 L/h at the DC.
+        let tank = text
+            .lines()
+            .find(|l| {
+                l.starts_with("dcguard_genset_full_tank_seconds{device=\"gen-1\",site=\"dc\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap();
+        assert!((tank - 4000.0 / 265.0 * 3600.0).abs() < 1e-6, "{tank}");
+        // Rack limits follow the class: a Smart DC network rack is 2 kW, none is 0.
+        let rack_limits: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("dcguard_rack_limit_watts{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        let racks: usize = config.sites.iter().map(|s| s.racks.len()).sum();
+        assert_eq!(rack_limits.len(), racks);
+        assert!(rack_limits.iter().all(|w| *w >= 2000.0 && *w <= 5000.0));
+        assert!(rack_limits.contains(&2000.0) && rack_limits.contains(&3000.0));
     }
 }
