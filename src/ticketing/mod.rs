@@ -197,6 +197,24 @@ pub fn classify(
     classify_at(status, retry_after, Utc::now())
 }
 
+/// Sends one request whose answer carries nothing but its status: transport errors,
+/// then the status (with `Retry-After`), classified once.
+///
+/// The body is read and dropped so the connection can be reused; a failure while
+/// reading it after a 2xx does not undo the receiver's acknowledgement.
+pub async fn deliver(request: reqwest::RequestBuilder) -> Result<(), SendError> {
+    let reply = request
+        .send()
+        .await
+        .map_err(|e| SendError::from_transport(&e))?;
+    let outcome = classify(
+        reply.status(),
+        reply.headers().get(reqwest::header::RETRY_AFTER),
+    );
+    let _ = reply.bytes().await;
+    outcome
+}
+
 /// [`classify`] with an explicit `now` (for an HTTP-date `Retry-After`).
 pub fn classify_at(
     status: reqwest::StatusCode,

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::webhook::{SecretError, read_secret};
-use super::{Adapter, SendError, SendFuture, classify};
+use super::{Adapter, SendError, SendFuture, deliver};
 use crate::config::model::Priority;
 use crate::incidents::incident::{IncidentSnapshot, IncidentTransition, TransitionKind};
 
@@ -175,20 +175,12 @@ impl PagerDutyAdapter {
     }
 
     async fn post(&self, t: &IncidentTransition) -> Result<(), SendError> {
-        let reply = self
-            .client
-            .post(&self.url)
-            .json(&event(t, &self.routing_key))
-            .send()
-            .await
-            .map_err(|e| SendError::from_transport(&e))?;
-        let outcome = classify(
-            reply.status(),
-            reply.headers().get(reqwest::header::RETRY_AFTER),
-        );
-        // Read (and drop) the body so the connection can be reused.
-        let _ = reply.bytes().await;
-        outcome
+        deliver(
+            self.client
+                .post(&self.url)
+                .json(&event(t, &self.routing_key)),
+        )
+        .await
     }
 }
 

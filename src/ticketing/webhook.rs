@@ -38,7 +38,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use super::{Adapter, SendError, SendFuture, classify};
+use super::{Adapter, SendError, SendFuture, deliver};
 use crate::config::model::SecretRef;
 use crate::incidents::incident::{IncidentEvent, IncidentTransition};
 
@@ -193,24 +193,15 @@ impl WebhookAdapter {
     async fn post(&self, t: &IncidentTransition) -> Result<(), SendError> {
         let body = body(t);
         let sig = signature(&self.key, &body);
-        let reply = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(IDEMPOTENCY_HEADER, &t.idempotency_key)
-            .header(SIGNATURE_HEADER, sig)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SendError::from_transport(&e))?;
-        let outcome = classify(
-            reply.status(),
-            reply.headers().get(reqwest::header::RETRY_AFTER),
-        );
-        // Read (and drop) the body so the connection can be reused; a failure here
-        // after a 2xx does not undo the receiver's acknowledgement.
-        let _ = reply.bytes().await;
-        outcome
+        deliver(
+            self.client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                .header(IDEMPOTENCY_HEADER, &t.idempotency_key)
+                .header(SIGNATURE_HEADER, sig)
+                .body(body),
+        )
+        .await
     }
 }
 
