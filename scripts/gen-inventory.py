@@ -352,7 +352,7 @@ def emit_site(site):
     else:
         kv("destination_room_required", "false", "facility-spec: rooms required at the Smart DC only")
     kv("technical_escort_required", "true", "facility-spec: a technical escort on every visit")
-    kv("escort_max_gap_secs", 60, "PIC passes the same reader within 60 s of the third party")
+    kv("escort_max_gap_secs", 30, "PIC passes the same reader within 30 s of the third party (latency: docs/configuration.md)")
     kv("entry_grace_before_min", 30, "entry allowed 30 min before the ticket window")
     kv("overstay_grace_min", 30, "still inside 30 min after the window: overstay")
     o()

@@ -12,8 +12,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages the tests use. Issue 7 adds chromium and chromium-driver.
-readonly DEBIAN_PACKAGES=(mosquitto mosquitto-clients mbpoll victoria-metrics prometheus)
+# Debian packages the tests use. Issue 7 adds chromium and chromium-driver. systemd
+# (systemd-analyze) and strace check the unit of deploy/systemd (tests/deploy.rs).
+# python3-venv holds the schemathesis venv of scripts/schemathesis-venv.sh.
+readonly DEBIAN_PACKAGES=(mosquitto mosquitto-clients mbpoll victoria-metrics prometheus systemd strace python3-venv)
 
 started_at=$SECONDS
 
@@ -94,6 +96,10 @@ cargo fmt --all -- --check
 
 banner "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# tests/api_schemathesis.rs runs schemathesis (PyPI) from a venv under target/.
+banner "schemathesis venv (target/schemathesis-venv)"
+bash scripts/schemathesis-venv.sh
 
 # Doctests first: nextest does not run them, and its summary should close the run.
 banner "cargo test --workspace --doc --locked"

@@ -54,12 +54,10 @@ use crate::sources::mqtt::{self, MqttCounters, MqttStats, SourceOptions, payload
 use crate::sources::stale::StaleTracker;
 use crate::store::Store;
 use crate::telemetry::metrics::{
-    AlarmMetrics, DeviceSample, EndpointSample, Metrics, MetricsError, MqttSample, PointLabels,
+    AlarmMetrics, DashboardMetrics, DeviceSample, EndpointSample, Metrics, MetricsError,
+    MqttSample, PointLabels,
 };
 use crate::ticketing::Adapter;
-
-/// Attempts failing this long (without a delivery) raise "incident delivery failing".
-const DELIVERY_FAILING_AFTER: Duration = Duration::from_secs(60);
 
 /// The store's file in the data directory.
 pub const STORE_FILE: &str = "dcguard.sqlite";
@@ -79,7 +77,9 @@ pub struct RunOptions {
     pub endpoint_overrides: BTreeMap<SocketAddr, SocketAddr>,
     /// Broker id -> (host, port) to connect to instead of the configured ones.
     pub broker_overrides: BTreeMap<String, (String, u16)>,
-    /// Modbus poller settings.
+    /// Modbus poller settings. Left at `PollerOptions::default()`, the daemon takes them
+    /// from the configuration's `[modbus]` ([`RunOptions::poller_for`]); anything else
+    /// (tests, the demo) replaces that section.
     pub poller: PollerOptions,
     /// MQTT source settings.
     pub mqtt: SourceOptions,
@@ -91,6 +91,20 @@ pub struct RunOptions {
     pub alarms: AlarmTaskOptions,
     /// Delivery settings instead of `[ticketing.dispatch]` (tests: short retries).
     pub dispatch: Option<DispatchSettings>,
+    /// The API's rate limit on authentication failures.
+    pub api_limits: crate::api::ratelimit::LimitSettings,
+}
+
+impl RunOptions {
+    /// The poller settings of a run of `config`: `self.poller` when it was changed from
+    /// the default, else those of `[modbus]`.
+    pub fn poller_for(&self, config: &Config) -> PollerOptions {
+        if self.poller == PollerOptions::default() {
+            PollerOptions::from_config(&config.modbus)
+        } else {
+            self.poller.clone()
+        }
+    }
 }
 
 impl Default for RunOptions {
@@ -108,6 +122,7 @@ impl Default for RunOptions {
             data_dir: None,
             alarms: AlarmTaskOptions::default(),
             dispatch: None,
+            api_limits: crate::api::ratelimit::LimitSettings::default(),
         }
     }
 }
@@ -378,6 +393,8 @@ impl Consumer {
 /// Copies the sources' health and counters into the metrics at scrape time.
 struct Exporter {
     metrics: Arc<Metrics>,
+    /// `[ticketing.dispatch] delivery_failing_after_secs`.
+    delivery_failing_after: Duration,
     health: HealthRegistry,
     mqtt: Vec<(String, Arc<MqttStats>)>,
     live: LiveState,
@@ -385,15 +402,60 @@ struct Exporter {
     influx: Option<Arc<InfluxStats>>,
     /// The alarm metrics and the dispatchers' status, copied at scrape time.
     alarms: Option<(Arc<AlarmMetrics>, Vec<watch::Receiver<DispatcherStatus>>)>,
+    /// Load tests (from the store) and access occupancy and findings, copied at scrape time.
+    dashboard: Option<DashboardSource>,
+}
+
+/// Where the load-test and access metrics come from.
+struct DashboardSource {
+    metrics: DashboardMetrics,
+    store: Store,
+    ingest: Option<access::ingest::Ingest>,
+    /// When the load tests were last read from the store (they change rarely).
+    load_tests_read: Mutex<Option<std::time::Instant>>,
+}
+
+/// How often a scrape re-reads the recorded load tests from the store.
+const LOAD_TESTS_REFRESH: Duration = Duration::from_secs(10);
+
+impl DashboardSource {
+    fn copy(&self) {
+        {
+            let mut read = self
+                .load_tests_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if read.is_none_or(|at| at.elapsed() >= LOAD_TESTS_REFRESH) {
+                match self.store.load_tests() {
+                    Ok(records) => {
+                        self.metrics.set_load_tests(&records);
+                        *read = Some(std::time::Instant::now());
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot read the recorded load tests for /metrics.");
+                    }
+                }
+            }
+        }
+        match &self.ingest {
+            Some(ingest) => self
+                .metrics
+                .set_access(&ingest.occupancy_counts(), &ingest.findings_by_site_rule()),
+            None => self.metrics.set_access(&[], &BTreeMap::new()),
+        }
+    }
 }
 
 impl Exporter {
     fn render(&self) -> Result<String, MetricsError> {
+        if let Some(dashboard) = &self.dashboard {
+            dashboard.copy();
+        }
         if let Some((metrics, dispatchers)) = &self.alarms {
             let now = Utc::now();
             for d in dispatchers {
                 let s = d.borrow();
-                let failing = s.is_failing(now, DELIVERY_FAILING_AFTER);
+                let failing = s.is_failing(now, self.delivery_failing_after);
                 metrics.set_outbox(s.adapter, s.pending, s.parked, failing);
             }
         }
@@ -506,6 +568,7 @@ fn mqtt_sample(c: &MqttCounters) -> MqttSample {
 /// everything in order.
 pub struct App {
     http_addr: SocketAddr,
+    http_routes: Vec<String>,
     live: LiveState,
     health: HealthRegistry,
     metrics: Arc<Metrics>,
@@ -570,10 +633,13 @@ impl App {
         let outbox = Outbox::new(store.clone());
         let alarm_metrics = Arc::new(metrics.alarm_metrics()?);
         let adapters = ticketing_adapters(&config)?;
+        // The shelve maximum is configuration (`[alarms] shelve_max_h`), not a test knob.
+        let mut alarm_options = options.alarms.clone();
+        alarm_options.book.max_shelve = config.alarms.shelve_max;
         let alarm_task = AlarmTask::start(
             &config,
             store.clone(),
-            options.alarms.clone(),
+            alarm_options,
             Some(alarm_metrics.clone()),
             Some(Delivery {
                 outbox: outbox.clone(),
@@ -596,6 +662,14 @@ impl App {
                 (name, handle)
             })
             .collect();
+        // The internal alarm "incident delivery failing" (pseudo-site `daemon`), one per
+        // adapter, from the dispatchers' status; ends with the dispatchers.
+        let _delivery_watch = crate::alarms::task::watch_delivery(
+            alarm_task.handle.clone(),
+            dispatchers.iter().map(|(_, d)| d.status.clone()).collect(),
+            config.dispatch.delivery_failing_after,
+            dispatch_token.clone(),
+        );
 
         // MQTT sources first: their only failures (secrets, TLS roots) are start-up
         // errors, reported before anything else runs.
@@ -624,20 +698,6 @@ impl App {
             mqtt_sources.push((broker, source));
         }
 
-        let exporter = Arc::new(Exporter {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            mqtt: mqtt_stats,
-            live: live.clone(),
-            inventory: inventory.clone(),
-            influx: influx_sink.as_ref().map(InfluxSink::stats),
-            alarms: Some((
-                alarm_metrics,
-                dispatchers.iter().map(|(_, d)| d.status.clone()).collect(),
-            )),
-        });
-        let render: RenderMetrics = Arc::new(move || exporter.render().map_err(|e| e.to_string()));
-        let listen = options.listen.unwrap_or(config.daemon.listen);
         // Biometric ingestion (`/iclock`), when a site has readers: chain and store first.
         let ingest = match access::ingest::Ingest::start(
             &config,
@@ -651,15 +711,77 @@ impl App {
                 return Err(error).context("cannot start access ingestion");
             }
         };
+        let dashboard = DashboardSource {
+            metrics: metrics.dashboard_metrics(&config)?,
+            store: store.clone(),
+            ingest: ingest.clone(),
+            load_tests_read: Mutex::new(None),
+        };
+        let exporter = Arc::new(Exporter {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            mqtt: mqtt_stats,
+            live: live.clone(),
+            inventory: inventory.clone(),
+            influx: influx_sink.as_ref().map(InfluxSink::stats),
+            delivery_failing_after: config.dispatch.delivery_failing_after,
+            alarms: Some((
+                alarm_metrics,
+                dispatchers.iter().map(|(_, d)| d.status.clone()).collect(),
+            )),
+            dashboard: Some(dashboard),
+        });
+        let render: RenderMetrics = Arc::new(move || exporter.render().map_err(|e| e.to_string()));
+        let listen = options.listen.unwrap_or(config.daemon.listen);
+        // The REST API: tokens, the audit chain (the ingestion's, or our own when no site
+        // has readers), the guard.
+        let append_audit = match &ingest {
+            Some(ingest) => {
+                let ingest = ingest.clone();
+                let append: crate::api::audit::AppendRecords = Arc::new(move |records| {
+                    ingest.append_audit(records).map_err(|e| e.to_string())
+                });
+                append
+            }
+            None => match own_audit_chain(&data_dir) {
+                Ok(append) => append,
+                Err(error) => {
+                    sources_token.cancel();
+                    return Err(error).context("cannot open the audit chain for the API");
+                }
+            },
+        };
+        let tokens = match crate::api::load_tokens(&config) {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "API tokens not loaded; every route that needs a token answers 401."
+                );
+                crate::api::auth::TokenStore::empty()
+            }
+        };
+        let readiness = Arc::new(crate::api::Readiness::default());
+        let api_state = crate::api::ApiContext::new(crate::api::ApiParts {
+            config: config.clone(),
+            live: live.clone(),
+            health: health.clone(),
+            alarms: alarm_task.handle.clone(),
+            store: store.clone(),
+            outbox: outbox.clone(),
+            tokens,
+            append_audit,
+            readiness: readiness.clone(),
+            render_metrics: render.clone(),
+            metrics: Some(metrics.api_metrics()?),
+            limits: options.api_limits,
+            data_dir: Some(data_dir.clone()),
+            access: ingest.clone(),
+        });
         let iclock = ingest.map(access::http::router).unwrap_or_default();
-        let server = match HttpServer::start_with(
-            listen,
-            render.clone(),
-            iclock,
-            http_token.clone(),
-        )
-        .await
-        {
+        let router = crate::api::router(api_state, iclock);
+        let http_routes = crate::api::served_paths(&router);
+        let server = match HttpServer::serve(listen, router, http_token.clone()).await {
             Ok(server) => server,
             Err(error) => {
                 sources_token.cancel();
@@ -697,7 +819,7 @@ impl App {
         let n_endpoints = endpoints.len();
         let pollers = poller::spawn(
             endpoints,
-            &options.poller,
+            &options.poller_for(&config),
             readings_tx.clone(),
             &health,
             &sources_token,
@@ -713,6 +835,7 @@ impl App {
             )),
         ));
 
+        readiness.set_sources_started();
         tracing::info!(
             listen = %http_addr,
             modbus_endpoints = n_endpoints,
@@ -722,6 +845,7 @@ impl App {
         );
         Ok(App {
             http_addr,
+            http_routes,
             live,
             health,
             metrics,
@@ -744,6 +868,11 @@ impl App {
     /// The address the HTTP server listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Every route path the HTTP server serves (checked against the access matrix).
+    pub fn http_routes(&self) -> &[String] {
+        &self.http_routes
     }
 
     /// The live state (latest reading per point).
@@ -899,6 +1028,30 @@ fn ticketing_adapters(config: &Config) -> anyhow::Result<Vec<Arc<dyn Adapter>>> 
         adapters.push(Arc::new(a));
     }
     Ok(adapters)
+}
+
+/// Opens `<data_dir>/access-audit.log` for the API alone (no site has readers, so no
+/// ingestion owns the chain): the appender lock, the key, the log.
+fn own_audit_chain(data_dir: &std::path::Path) -> anyhow::Result<crate::api::audit::AppendRecords> {
+    use crate::access::audit::{AuditLog, CheckpointPolicy};
+    use crate::access::ingest::{AUDIT_FILE, load_or_create_key, lock_appender};
+    let lock = lock_appender(data_dir, Duration::from_secs(10))?;
+    let key = load_or_create_key(data_dir)?;
+    let log = AuditLog::open(
+        &data_dir.join(AUDIT_FILE),
+        key,
+        CheckpointPolicy::default(),
+        Utc::now(),
+    )?;
+    let chain = Arc::new(Mutex::new((log, lock)));
+    Ok(Arc::new(move |records| {
+        let mut guard = chain.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .0
+            .append_batch(records)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }))
 }
 
 /// Starts the daemon and runs it until `shutdown` is cancelled; see [`App`].
@@ -1194,7 +1347,7 @@ pub async fn once(
                     });
                 let readings = match spec {
                     Some(spec) => {
-                        poller::scan_once(spec, options.poller.clone(), &HealthRegistry::new())
+                        poller::scan_once(spec, options.poller_for(config), &HealthRegistry::new())
                             .await
                     }
                     None => Vec::new(),
@@ -1401,6 +1554,8 @@ mod tests {
             inventory,
             influx: None,
             alarms: None,
+            dashboard: None,
+            delivery_failing_after: Duration::from_secs(60),
         };
         (consumer, exporter, stale, id)
     }

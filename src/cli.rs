@@ -1,4 +1,5 @@
-//! The command-line surface of the `dcguard` binary: `run`, `demo`, `check-config`.
+//! The command-line surface of the `dcguard` binary: `run`, `demo`, `check-config`,
+//! `audit`, `access`, `token`.
 //!
 //! Exit codes follow sysexits: 0 ok (a clean shutdown; for `run --once`, every point
 //! good), 1 a failure while starting or running (for `run --once`, a point not good),
@@ -64,6 +65,9 @@ pub enum Command {
     /// Access events.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Validate a configuration directory and print every problem at once.
     CheckConfig {
         /// Configuration directory (dcguard.toml, sites/, profiles/).
@@ -88,6 +92,22 @@ pub enum AuditCommand {
     },
 }
 
+/// `dcguard token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token and the entry that admits it, to append to the tokens
+    /// file of `[auth]`. The token is shown once and stored nowhere: dcguard keeps only
+    /// its SHA-256.
+    New {
+        /// The role: viewer, operator, security, integrator or admin.
+        #[arg(long, value_name = "ROLE")]
+        role: crate::api::auth::Role,
+        /// A name for the token's holder (A-Z a-z 0-9 - _ .), shown in the audit chain.
+        #[arg(long, value_name = "NAME")]
+        id: String,
+    },
+}
+
 /// `dcguard access ...`.
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
@@ -97,12 +117,53 @@ pub enum AccessCommand {
         /// The CSV file.
         #[arg(value_name = "FILE.csv")]
         file: PathBuf,
-        /// Configuration directory (the reader map).
-        #[arg(long, value_name = "DIR", default_value = "config")]
-        config: PathBuf,
-        /// State directory instead of `daemon.data_dir`.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        /// Record readers that are in no site's reader map at this site (an
+        /// `unknown_reader` finding each) instead of refusing the file.
+        #[arg(long, value_name = "SITE")]
+        site: Option<String>,
+        #[command(flatten)]
+        common: crate::access::cli::Common,
+    },
+    /// Query the access log (reader events); a table, or CSV with --csv.
+    Events {
+        #[command(flatten)]
+        filter: crate::access::cli::EventArgs,
+        #[command(flatten)]
+        common: crate::access::cli::Common,
+    },
+    /// Query findings with their reviews; a table, or CSV with --csv.
+    Findings {
+        #[command(flatten)]
+        filter: crate::access::cli::FindingArgs,
+        #[command(flatten)]
+        common: crate::access::cli::Common,
+    },
+    /// The visit report of a ticket: each person's entries and exits, time inside,
+    /// escort pairing and findings (as of now; --json for the data sent to ticketing).
+    VisitReport {
+        /// The ticket id.
+        #[arg(value_name = "TICKET")]
+        ticket: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: crate::access::cli::Common,
+    },
+    /// Mark a finding reviewed with a note (appended to the audit chain). Refused while the
+    /// daemon runs on the same data directory (use the API then).
+    Review {
+        /// The finding id.
+        #[arg(value_name = "FINDING")]
+        finding: i64,
+        /// Who reviewed it.
+        #[arg(long)]
+        reviewer: String,
+        /// What was found out or done.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        common: crate::access::cli::Common,
     },
 }
 
@@ -111,11 +172,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { dir } => check_config(&dir),
-        Command::Access(AccessCommand::Import {
-            file,
-            config,
-            data_dir,
-        }) => access_import(&file, &config, data_dir),
+        Command::Access(command) => crate::access::cli::run(command),
+        Command::Token(TokenCommand::New { role, id }) => token_new(role, &id),
         Command::Audit(AuditCommand::Verify { data_dir, key_file }) => {
             match crate::access::ingest::verify_chain(&data_dir, key_file.as_deref()) {
                 Ok(summary) => {
@@ -253,30 +311,22 @@ async fn run_once(config: &Config, target: &OnceTarget) -> ExitCode {
     }
 }
 
-fn access_import(file: &Path, dir: &Path, data_dir: Option<PathBuf>) -> ExitCode {
-    let config = match config::load(dir) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-    };
-    let data_dir = data_dir.unwrap_or_else(|| config.daemon.data_dir.clone());
-    match crate::access::ingest::run_import(&config, &data_dir, file) {
-        Ok(summary) => {
+fn token_new(role: crate::api::auth::Role, id: &str) -> ExitCode {
+    match crate::api::auth::new_token(id, role) {
+        Ok(new) => {
+            let mut out = std::io::stdout().lock();
             let _ = writeln!(
-                std::io::stdout().lock(),
-                "imported {}: {} events read, {} new, {} already stored",
-                file.display(),
-                summary.read,
-                summary.new,
-                summary.read - summary.new
+                out,
+                "# Token for {id} (role {role}). Give it to its holder over a secure channel;\n\
+                 # it is shown once and stored nowhere.\n{}\n\n\
+                 # Append to the tokens file of [auth] (tokens_file), then restart dcguard:\n{}",
+                new.token, new.entry
             );
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("dcguard access import: {error}");
-            ExitCode::from(EXIT_FAILURE)
+        Err(problem) => {
+            eprintln!("dcguard token new: {problem}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
         }
     }
 }

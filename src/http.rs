@@ -1,8 +1,12 @@
-//! The daemon's small HTTP server: `/metrics` (Prometheus text format) and `/healthz`.
+//! The daemon's HTTP server on `daemon.listen` (loopback by default): it binds, serves a
+//! router with the client's address available to it (`ConnectInfo`, for the guard's
+//! loopback check and rate limit), and stops gracefully when its token is cancelled; it
+//! never blocks a source.
 //!
-//! The full REST API and the web pages arrive with issue 7 on the same listener
-//! (`daemon.listen`, loopback by default). This module binds, serves, and stops
-//! gracefully when its token is cancelled; it never blocks a source.
+//! `dcguard run` serves `api::router` (the REST API, `/healthz`, `/readyz`, `/metrics` and
+//! the ZKTeco routes, all behind the access matrix) through [`HttpServer::serve`].
+//! [`HttpServer::start`] and [`HttpServer::start_with`] serve the bare `/metrics` and
+//! `/healthz` without any guard: for component tests only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +70,33 @@ impl HttpServer {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed.");
+            }
+        });
+        Ok(HttpServer { local, task })
+    }
+
+    /// Binds `address` and serves `app` (with `ConnectInfo<SocketAddr>`) until `shutdown`
+    /// is cancelled; in-flight requests are finished first.
+    pub async fn serve(
+        address: SocketAddr,
+        app: Router,
+        shutdown: CancellationToken,
+    ) -> Result<HttpServer, BindError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| BindError { address, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| BindError { address, source })?;
+        let task = tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed.");
             }

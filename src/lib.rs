@@ -16,12 +16,15 @@
 //! * `telemetry`: logging setup and every Prometheus metric (`telemetry::metrics`).
 //! * `app`: the daemon's wiring: sources, readings channel, live state, metrics, HTTP,
 //!   ordered shutdown; `dcguard run --once`.
-//! * `http`: the small HTTP server (`/metrics`, `/healthz`; the API comes with issue 7).
+//! * `api`: the REST API (`/api/v1`), bearer tokens by role, the access matrix, the audit
+//!   of writes and denials, `/readyz`, `/metrics` access and the OpenAPI document.
+//! * `http`: the HTTP server on `daemon.listen` that serves `api` and the ZKTeco routes.
 //! * `store`: the embedded SQLite store (WAL, synchronous FULL) behind a narrow interface.
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
 pub mod access;
 pub mod alarms;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -14,14 +14,14 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use dcguard::access::audit::{self, AuditKey, AuditLog, CheckpointPolicy};
-use dcguard::access::event::{DeviceOp, Direction, EventKind};
+use dcguard::access::event::{AccessEvent, DeviceOp, Direction, EventKind};
 use dcguard::access::ingest::{AUDIT_FILE, Ingest, verify_chain};
 use dcguard::access::reconcile::{Finding, ReconcileSettings, Reconciler, Rule};
 use dcguard::access::zkteco::{ParseContext, Table, parse_cdata};
 use dcguard::config::model::Config;
 use dcguard::http::{HttpServer, RenderMetrics};
 use dcguard::store::Store;
-use dcguard::store::access::{AccessStore, EventQuery};
+use dcguard::store::access::{AccessStore, EventQuery, FindingQuery, StoredFinding};
 use firmware_stubs::reader::{Firmware, ReaderStub, StubError, StubEvent};
 use rand::Rng;
 use tempfile::TempDir;
@@ -112,6 +112,19 @@ fn batch(prefix: &str, n: usize, oldest_secs_ago: i64) -> Vec<StubEvent> {
                 local_ago(oldest_secs_ago - i as i64),
             )
         })
+        .collect()
+}
+
+/// The stored findings of a site.
+fn site_findings(store: &AccessStore, site: &str) -> Vec<Finding> {
+    store
+        .findings(&FindingQuery {
+            site: Some(site.into()),
+            ..FindingQuery::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| s.finding)
         .collect()
 }
 
@@ -211,10 +224,13 @@ async fn events_land_once_and_resent_or_out_of_order_batches_create_no_duplicate
     assert!(summary.contains("is intact"), "{summary}");
 
     // The live reconciler sees the events: nobody here is on the roster or a ticket.
-    let findings = rig
+    let findings: Vec<Finding> = rig
         .ingest
         .tick(Utc::now() + TimeDelta::minutes(10))
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|s| s.finding)
+        .collect();
     assert!(
         findings.iter().any(|f| f.rule == Rule::UnknownCredential),
         "{findings:#?}"
@@ -225,7 +241,7 @@ async fn events_land_once_and_resent_or_out_of_order_batches_create_no_duplicate
         keys
     };
     assert_eq!(
-        key_set(&rig.store().findings(Some("dc")).unwrap()),
+        key_set(&site_findings(rig.store(), "dc")),
         key_set(&findings)
     );
     assert_eq!(rig.ingest.recent_findings(), findings);
@@ -662,32 +678,25 @@ async fn day_over_http(site_id: &str, seed: u64) {
     let site = common_access::site(&config, site_id);
     let day = common_access::synthetic_day(&site, seed, 50);
     let tickets = common_access::book(&site, &day.ticket_ops);
-    // A serial that is not in the reader map is refused over ZKTeco PUSH (its `unknown_reader`
-    // finding comes from the JSON batch and CSV paths): the pure run gets the events of
-    // configured readers only.
-    let (known, unknown): (Vec<_>, Vec<_>) = day
+    // A serial that is not in the reader map is refused over ZKTeco PUSH; other reader
+    // systems send it in a JSON batch naming the site (`POST /api/v1/access/events`, here
+    // its service call), which records it and raises `unknown_reader`.
+    let unknown: Vec<_> = day
         .events
         .iter()
+        .filter(|e| config_direction(&site, &e.reader).is_none())
         .cloned()
-        .partition(|e| config_direction(&site, &e.reader).is_some());
+        .collect();
     assert!(!unknown.is_empty(), "the day plants an unknown reader");
-    let pure = Reconciler::run_batch(
-        &site,
-        ReconcileSettings::default(),
-        known.clone(),
-        &tickets,
-        day.end,
-    );
+    let settings = ReconcileSettings::from_config(&config.access);
     let rig = Rig::start(&config).await;
-    rig.ingest.set_tickets(tickets);
+    // Tickets go in through the service, at their times (stored, chained, live).
+    common_access::apply_to_service(&rig.ingest, &day.ticket_ops);
     let clock = Arc::new(Mutex::new(day.start));
     let shared = clock.clone();
     rig.ingest
         .set_clock(Arc::new(move || *shared.lock().unwrap()));
 
-    // Group consecutive events of one reader, table and receive time into one request.
-    let mut stubs: std::collections::HashMap<String, ReaderStub> = Default::default();
-    let mut batches: Vec<WireBatch> = Vec::new();
     for e in &unknown {
         let mut stranger = rig.stub(&e.reader, Firmware::Access);
         let local = e.device_time.with_timezone(&site.time_zone).naive_local();
@@ -698,7 +707,33 @@ async fn day_over_http(site_id: &str, seed: u64) {
         }
     }
     assert_eq!(rig.ingest.stats().unknown_serial, unknown.len() as u64);
-    for e in &known {
+
+    // Group consecutive events of one reader, table and receive time into one request;
+    // unknown readers' events become one JSON batch each.
+    let mut stubs: std::collections::HashMap<String, ReaderStub> = Default::default();
+    let mut pushes: Vec<Push> = Vec::new();
+    for e in &day.events {
+        let Some(direction) = config_direction(&site, &e.reader) else {
+            let event = serde_json::json!({
+                "reader": &*e.reader,
+                "credential": e.credential.as_deref(),
+                "kind": "granted",
+                "direction": e.direction,
+                "time": e.device_time.to_rfc3339(),
+            });
+            assert_eq!(
+                e.kind,
+                EventKind::Granted,
+                "the day plants unknown readers as passes"
+            );
+            let body = serde_json::json!({"site": site_id, "events": [event]}).to_string();
+            pushes.push(Push::Json {
+                body,
+                received_at: e.received_at,
+                generated_id: e.id.clone(),
+            });
+            continue;
+        };
         let stub = stubs
             .entry(e.reader.to_string())
             .or_insert_with(|| rig.stub(&e.reader, Firmware::Access));
@@ -722,50 +757,91 @@ async fn day_over_http(site_id: &str, seed: u64) {
                 ("rtlog", stub.encode(&[s]))
             }
         };
-        let direction = config_direction(&site, &e.reader);
-        match batches.last_mut() {
-            Some(b)
+        match pushes.last_mut() {
+            Some(Push::Wire(b))
                 if b.reader == *e.reader && b.table == table && b.received_at == e.received_at =>
             {
                 b.body.push_str(&line);
                 b.generated_ids.push(e.id.clone());
             }
-            _ => batches.push(WireBatch {
+            _ => pushes.push(Push::Wire(WireBatch {
                 reader: e.reader.to_string(),
                 table,
                 received_at: e.received_at,
-                direction,
+                direction: Some(direction),
                 body: line,
                 generated_ids: vec![e.id.clone()],
-            }),
+            })),
         }
     }
 
-    // Push every request at its receive time; map generated ids to the ids the daemon computes.
+    // Push every request at its receive time with the reconciliation ticker running every
+    // (simulated) second; map generated ids to the ids the daemon computes.
     let mut wire_id: std::collections::HashMap<Arc<str>, Arc<str>> = Default::default();
-    for b in &batches {
-        *clock.lock().unwrap() = b.received_at;
-        let stub = &stubs[&b.reader];
-        let (reply, _) = stub.post_until_ok(b.table, &b.body, 3).await.unwrap();
-        assert_eq!(reply, format!("OK:{}", b.generated_ids.len()));
-        let ctx = ParseContext {
-            reader: Arc::from(b.reader.as_str()),
-            time_zone: site.time_zone,
-            reader_direction: b.direction,
-            received_at: b.received_at,
-        };
-        let parsed = parse_cdata(&Table::from_name(b.table), b.body.as_bytes(), &ctx);
-        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-        assert_eq!(parsed.events.len(), b.generated_ids.len());
-        for (g, w) in b.generated_ids.iter().zip(&parsed.events) {
-            wire_id.insert(g.clone(), w.id.clone());
+    let mut wire_events: std::collections::HashMap<Arc<str>, AccessEvent> = Default::default();
+    let mut live: Vec<StoredFinding> = Vec::new();
+    let mut next_tick = day.start;
+    let mut tick_until = |t: DateTime<Utc>, live: &mut Vec<StoredFinding>| {
+        while next_tick < t {
+            live.extend(rig.ingest.tick(next_tick).unwrap());
+            next_tick += TimeDelta::seconds(1);
+        }
+    };
+    for push in &pushes {
+        match push {
+            Push::Wire(b) => {
+                tick_until(b.received_at, &mut live);
+                *clock.lock().unwrap() = b.received_at;
+                let stub = &stubs[&b.reader];
+                let (reply, _) = stub.post_until_ok(b.table, &b.body, 3).await.unwrap();
+                assert_eq!(reply, format!("OK:{}", b.generated_ids.len()));
+                let ctx = ParseContext {
+                    reader: Arc::from(b.reader.as_str()),
+                    time_zone: site.time_zone,
+                    reader_direction: b.direction,
+                    received_at: b.received_at,
+                };
+                let parsed = parse_cdata(&Table::from_name(b.table), b.body.as_bytes(), &ctx);
+                assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+                assert_eq!(parsed.events.len(), b.generated_ids.len());
+                for (g, w) in b.generated_ids.iter().zip(parsed.events) {
+                    wire_id.insert(g.clone(), w.id.clone());
+                    wire_events.insert(w.id.clone(), w);
+                }
+            }
+            Push::Json {
+                body,
+                received_at,
+                generated_id,
+            } => {
+                tick_until(*received_at, &mut live);
+                *clock.lock().unwrap() = *received_at;
+                let receipt = rig
+                    .ingest
+                    .ingest_json_batch(body.as_bytes(), *received_at)
+                    .unwrap();
+                assert_eq!((receipt.received, receipt.new), (1, 1));
+                let parsed =
+                    dcguard::access::import::parse_json_batch(body.as_bytes(), *received_at)
+                        .unwrap();
+                wire_id.insert(generated_id.clone(), parsed[0].id.clone());
+                wire_events.insert(parsed[0].id.clone(), parsed[0].clone());
+            }
         }
     }
+    tick_until(day.end, &mut live);
     let stats = rig.ingest.stats();
-    assert_eq!(stats.events_new, known.len() as u64);
+    assert_eq!(stats.events_new, day.events.len() as u64);
     assert_eq!(stats.lines_malformed, 0);
 
-    let live = rig.ingest.tick(day.end).unwrap();
+    // The same findings as the pure batch run over the same events and tickets.
+    let pure = Reconciler::run_batch(
+        &site,
+        settings.clone(),
+        day.events.clone(),
+        &tickets,
+        day.end,
+    );
     let project = |f: &Finding, map: bool| {
         let evidence: Vec<String> = f
             .evidence
@@ -781,20 +857,66 @@ async fn day_over_http(site_id: &str, seed: u64) {
         (f.rule, f.ticket.clone(), f.reader.clone(), evidence, f.at)
     };
     let mut expected: Vec<_> = pure.iter().map(|f| project(f, true)).collect();
-    let mut got: Vec<_> = live.iter().map(|f| project(f, false)).collect();
+    let mut got: Vec<_> = live.iter().map(|f| project(&f.finding, false)).collect();
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
-    // Recall 1.0 and no false positive against the planted anomalies.
-    for p in day.planted.iter().filter(|p| p.rule != Rule::UnknownReader) {
+    // Recall 1.0 (50 of 50) and no false positive against the planted anomalies.
+    let mut found = 0;
+    for p in &day.planted {
         let key = &wire_id[&p.key_event];
         assert!(
-            live.iter()
-                .any(|f| f.rule == p.rule && f.ticket == p.ticket && f.evidence.contains(key)),
+            live.iter().any(|f| f.finding.rule == p.rule
+                && f.finding.ticket == p.ticket
+                && f.finding.evidence.contains(key)),
             "missed {p:?}"
         );
+        found += 1;
     }
-    assert_eq!(live.len(), pure.len());
+    assert_eq!(found, 50);
+    for f in &live {
+        assert!(
+            day.planted.iter().any(|p| f.finding.rule == p.rule
+                && f.finding.ticket == p.ticket
+                && f.finding.evidence.contains(&wire_id[&p.key_event])),
+            "false positive {f:#?}"
+        );
+    }
+    // Each finding within 60 s of its event, on the daemon's clock (ticks every second).
+    let max_skew = TimeDelta::from_std(settings.max_clock_skew).unwrap();
+    let worst = live
+        .iter()
+        .map(|f| {
+            let trigger = common_access::trigger_time(&f.finding, &wire_events, max_skew);
+            (f.raised_at - trigger, f.finding.rule)
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "{site_id}: worst finding latency {} s ({})",
+        worst.0.num_seconds(),
+        worst.1
+    );
+    assert!(
+        worst.0 <= TimeDelta::seconds(60),
+        "{site_id}: a finding took {} s ({})",
+        worst.0.num_seconds(),
+        worst.1
+    );
+    // Everything is stored and chained; the chain verifies.
+    let stored = rig.store().findings(&FindingQuery::default()).unwrap();
+    assert_eq!(stored.len(), live.len());
+    let summary = verify_chain(rig.dir.path(), Some(&rig.dir.path().join("audit.key"))).unwrap();
+    assert!(summary.contains("is intact"), "{summary}");
+}
+
+enum Push {
+    Wire(WireBatch),
+    Json {
+        body: String,
+        received_at: DateTime<Utc>,
+        generated_id: Arc<str>,
+    },
 }
 
 fn config_direction(site: &dcguard::config::model::Site, serial: &str) -> Option<Direction> {
@@ -915,7 +1037,7 @@ async fn the_ticker_reconciles_pushed_events_and_stops_with_its_token() {
         .spawn_ticker(Duration::from_millis(20), token.clone());
     let mut found = Vec::new();
     for _ in 0..3000 {
-        found = rig.store().findings(Some("dc")).unwrap();
+        found = site_findings(rig.store(), "dc");
         if !found.is_empty() {
             break;
         }

@@ -702,36 +702,71 @@ fn chattering_alarm_is_flagged_counted_and_holds_one_incident() {
     assert!(alarm.chattering);
     assert_eq!(alarm.chatter_episodes, 1);
     assert_eq!(alarm.activation, 12);
-    // Before the 4th change it is not chattering yet: the first raise opened (and its clear
-    // resolved) one incident, the second raise opened another; from the 4th change (t = 15)
-    // on it chatters and that incident is held: every later transition only updates it.
+    // The first raise opened the one incident. Its clear 5 s later (two changes within the
+    // window) held it instead of resolving it, and every later raise joined it; from the 4th
+    // change (t = 15) on the alarm is flagged chattering as well.
     let opens: Vec<&Transition> = all
         .iter()
         .filter(|t| t.incident == Some(IncidentSignal::Open))
         .collect();
-    assert_eq!(opens.len(), 2);
-    assert_eq!(opens[1].at, t(10));
+    assert_eq!(opens.len(), 1);
+    assert_eq!(opens[0].at, t(0));
     let first_chattering = all.iter().position(|t| t.chattering).unwrap();
     assert_eq!(all[first_chattering].at, t(15));
     assert!(
-        all[first_chattering..]
+        all[1..]
             .iter()
             .all(|t| t.incident == Some(IncidentSignal::Update))
     );
     assert_eq!(state(&book), AlarmState::ReturnedUnacked);
 
-    // Quiet for a window: chattering ends and the held incident resolves.
-    // The last four changes were at 100..=115: the one at 100 leaves the window at 160.
-    assert!(book.tick(t(159)).is_empty());
-    let ts = book.tick(t(160));
+    // Quiet: the last four changes were at 100..=115. The one at 100 leaves the window at
+    // 160 (three left: no longer chattering, the incident still held); at 170 only the
+    // clear at 115 is left and the held incident resolves.
+    assert!(book.tick(t(160)).is_empty());
+    assert!(!book.get(&key()).unwrap().chattering);
+    assert!(book.tick(t(169)).is_empty());
+    let ts = book.tick(t(170));
     assert_eq!(ts.len(), 1);
     assert_eq!(ts[0].cause, Cause::ChatterEnded);
     assert_eq!(ts[0].incident, Some(IncidentSignal::Resolve));
-    assert!(!book.get(&key()).unwrap().chattering);
 
     let k = book.kpis(t(200));
     assert_eq!(k.chatter_episodes, 1);
     assert_eq!(k.bad_actors[0].activations, 12);
+}
+
+/// The promise with the shipped parameters (5 changes in 10 min): an alarm that
+/// toggles every 30 s for 10 min is one chattering episode and yields exactly one incident,
+/// opened by its first raise and resolved once it has been quiet for a window.
+#[test]
+fn a_chattering_episode_with_the_shipped_parameters_yields_one_incident() {
+    let mut p = dcguard::rules::catalogue::default_params("hall_temperature_high").unwrap();
+    p.on_delay = Duration::ZERO;
+    p.off_delay = Duration::ZERO;
+    let mut book = AlarmBook::default();
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let v = if i % 2 == 0 { active() } else { clear() };
+        all.extend(feed(&mut book, &p, v, &[i * 30]));
+    }
+    let alarm = book.get(&key()).unwrap();
+    assert!(alarm.chattering);
+    assert_eq!(alarm.chatter_episodes, 1);
+    assert_eq!(alarm.activation, 10);
+    let signals = |s: IncidentSignal| all.iter().filter(|t| t.incident == Some(s)).count();
+    assert_eq!(signals(IncidentSignal::Open), 1, "{all:#?}");
+    assert_eq!(signals(IncidentSignal::Resolve), 0, "{all:#?}");
+    // Quiet: the last clear was at 570; held until only it is left in the window (the raise
+    // at 540 leaves it at 1140), then resolved, once.
+    let mut later = Vec::new();
+    for s in (600..=1200).step_by(10) {
+        later.extend(book.tick(t(s)));
+    }
+    assert_eq!(later.len(), 1, "{later:#?}");
+    assert_eq!(later[0].incident, Some(IncidentSignal::Resolve));
+    assert_eq!(later[0].at, t(1140));
+    assert_eq!(later[0].cause, Cause::ChatterEnded);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,6 +1030,9 @@ struct Model {
     incident_for: u64,
     changes: Vec<i64>,
     chattering: bool,
+    /// The incident is held: chattering, or two or more changes within the window (with
+    /// chatter detection on).
+    held: bool,
     shelf_until: Option<i64>,
     oos: bool,
 }
@@ -1012,6 +1050,7 @@ impl Model {
             incident_for: 0,
             changes: Vec::new(),
             chattering: false,
+            held: false,
             shelf_until: None,
             oos: false,
         }
@@ -1024,7 +1063,7 @@ impl Model {
     fn emit(&mut self, to: AlarmState, out: &mut Vec<Option<IncidentSignal>>) {
         self.state = to;
         let signal = if self.incident.is_some() {
-            if !Self::active(to) && !self.chattering {
+            if !Self::active(to) && !self.held {
                 self.incident = None;
                 Some(IncidentSignal::Resolve)
             } else {
@@ -1050,9 +1089,17 @@ impl Model {
         n > 0 && self.changes.iter().filter(|c| now - **c < window).count() >= n
     }
 
+    fn held_now(&self, p: &AlarmParams, now: i64) -> bool {
+        let window = p.chatter_window.as_secs() as i64;
+        self.chatter_now(p, now)
+            || (p.chatter_transitions > 0
+                && self.changes.iter().filter(|c| now - **c < window).count() >= 2)
+    }
+
     fn change(&mut self, p: &AlarmParams, now: i64) {
         self.changes.push(now);
         self.chattering = self.chatter_now(p, now);
+        self.held = self.held_now(p, now);
     }
 
     fn raise(&mut self, p: &AlarmParams, now: i64, out: &mut Vec<Option<IncidentSignal>>) {
@@ -1106,8 +1153,9 @@ impl Model {
         }
         self.delays(p, now, out);
         self.chattering = self.chatter_now(p, now);
+        self.held = self.held_now(p, now);
         let due = match self.incident {
-            Some(_) => !Self::active(self.state) && !self.chattering,
+            Some(_) => !Self::active(self.state) && !self.held,
             None => {
                 Self::active(self.state)
                     && self.shelf_until.is_none()

@@ -31,7 +31,7 @@ use firmware_stubs::sim::{RunningSim, Sim, SimOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Hang guard for every wait (not a timing assertion).
-const HANG: Duration = Duration::from_secs(30);
+const HANG: Duration = Duration::from_secs(90);
 const WEBHOOK_KEY: &str = "test-only-webhook-key";
 
 /// Waits (up to [`HANG`]) until `done` holds; false if it never did.
@@ -95,6 +95,11 @@ impl Rig {
         let listen = "listen = \"127.0.0.1:8080\"";
         assert!(text.contains(listen), "shipped listen address moved");
         text = text.replace(listen, &format!("listen = \"127.0.0.1:{}\"", free_port()));
+        // A hang guard, not a timing claim: on a loaded machine draining the pipeline
+        // can take longer than the shipped 10 s, which would abort tasks mid-test.
+        let grace = "shutdown_grace_secs = 10";
+        assert!(text.contains(grace), "shipped shutdown grace moved");
+        text = text.replace(grace, "shutdown_grace_secs = 90");
         if let Some(url) = webhook {
             let shipped = "enabled = false\nurl = \"http://127.0.0.1:9800/incidents\"\n\
                            hmac_secret_env = \"DCGUARD_WEBHOOK_SECRET\"";

@@ -6,7 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dcguard::access::audit::{
     AuditKey, AuditLog, AuditRecord, CheckpointPolicy, Head, NewRecord, Problem, RecordKind,
-    VerifyError, chain_hash, encode_line, verify, verify_anchored, verify_reader,
+    VerifyError, chain_hash, encode_line, sealed_segments, verify, verify_anchored, verify_reader,
+    verify_segments,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -426,14 +427,14 @@ fn checkpoints_by_time() {
 }
 
 #[test]
-fn retention_starts_a_segment_anchored_to_the_old_one() {
+fn a_new_segment_file_is_anchored_to_the_old_one() {
     let dir = tempdir();
     let old_path = dir.path().join("audit-2026.log");
     let new_path = dir.path().join("audit-2027.log");
     build(&old_path, 20);
-    let log = AuditLog::open(&old_path, key(), policy(), t0()).unwrap();
+    let mut log = AuditLog::open(&old_path, key(), policy(), t0()).unwrap();
     let mut next = log
-        .prune_before(t0() - Duration::days(365), &new_path, t0())
+        .start_segment(&new_path, Some(t0() - Duration::days(365)), t0())
         .unwrap();
     next.append(
         RecordKind::Finding,
@@ -450,8 +451,137 @@ fn retention_starts_a_segment_anchored_to_the_old_one() {
     // The old file is untouched by the rotation and still verifies on its own.
     assert!(verify_anchored(&old_path, &key(), old.head).is_ok());
     // A new segment never overwrites an existing file.
-    let log = AuditLog::open(&old_path, key(), policy(), t0()).unwrap();
-    assert!(log.prune_before(t0(), &new_path, t0()).is_err());
+    let mut log = AuditLog::open(&old_path, key(), policy(), t0()).unwrap();
+    assert!(log.start_segment(&new_path, None, t0()).is_err());
+}
+
+/// Appends `n` records at `at`, one second apart.
+fn fill(log: &mut AuditLog, n: u64, at: DateTime<Utc>) {
+    for i in 0..n {
+        log.append(
+            RecordKind::AccessEvent,
+            "DC-MT-IN-01",
+            serde_json::json!({ "n": i }),
+            at + Duration::seconds(i as i64),
+        )
+        .unwrap();
+    }
+}
+
+/// Thirteen monthly segments: rotation, then retention removing the oldest ones. The chain
+/// still verifies after pruning (the first kept segment is justified by `segment_pruned`
+/// records), tampering in a kept segment is still named by index, and a segment removed
+/// by hand (not by retention) is detected, in the middle and at the start.
+#[test]
+fn rotation_and_retention_keep_the_chain_verifiable() {
+    let dir = tempdir();
+    let active = dir.path().join("access-audit.log");
+    let month = |m: u32| {
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + Duration::days(31 * i64::from(m))
+    };
+    let mut log = AuditLog::open(&active, key(), policy(), month(0)).unwrap();
+    for m in 0..14 {
+        fill(&mut log, 50, month(m));
+        assert!(log.rotate(month(m) + Duration::days(30)).unwrap().is_some());
+    }
+    fill(&mut log, 5, month(14));
+    let sealed = sealed_segments(&active).unwrap();
+    assert_eq!(sealed.len(), 14);
+    let before = verify_segments(&active, &key()).unwrap();
+    assert_eq!(before.first_seq, 0);
+    assert!(before.pruned.is_empty());
+
+    // Keep 12 months back from month 14: the segments sealed before the cut-off go.
+    let cutoff = month(14) - Duration::days(365);
+    let pruned = log.prune_sealed(cutoff, month(14)).unwrap();
+    assert!(!pruned.is_empty());
+    assert!(pruned.iter().all(|p| p.newest_at < cutoff));
+    let left = sealed_segments(&active).unwrap();
+    assert_eq!(left.len(), 14 - pruned.len());
+    drop(log);
+    let after = verify_segments(&active, &key()).unwrap();
+    assert_eq!(after.pruned, pruned);
+    assert_eq!(after.first_seq, pruned.last().unwrap().last_seq + 1);
+    assert_eq!(
+        after.head.map(|h| h.seq),
+        Some(before.head.unwrap().seq + 2 * pruned.len() as u64)
+    );
+    // A reopened log continues the same chain.
+    let mut log = AuditLog::open(&active, key(), policy(), month(14)).unwrap();
+    fill(&mut log, 3, month(14) + Duration::hours(1));
+    drop(log);
+    verify_segments(&active, &key()).unwrap();
+
+    // Modify one record in a kept sealed segment: named with its index.
+    let victim = &left[2];
+    let original = std::fs::read(victim).unwrap();
+    let mut lines = split_lines(&original);
+    let target = 7;
+    let index = {
+        let text = String::from_utf8(lines[target].clone()).unwrap();
+        let seq: u64 = text
+            .split("\"seq\":")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let changed = text.replace("\"n\":", "\"n\":1");
+        lines[target] = changed.into_bytes();
+        seq
+    };
+    std::fs::write(victim, lines.concat()).unwrap();
+    let err = verify_segments(&active, &key()).unwrap_err();
+    assert_eq!(err.index(), Some(index));
+    assert_eq!(err.segment, *victim);
+    std::fs::write(victim, &original).unwrap();
+
+    // A middle segment removed by hand: the next one does not continue its predecessor.
+    let moved = dir.path().join("elsewhere.log");
+    std::fs::rename(&left[3], &moved).unwrap();
+    let err = verify_segments(&active, &key()).unwrap_err();
+    assert!(
+        matches!(err.error.problem(), Some(Problem::SegmentGap { .. })),
+        "{err}"
+    );
+    assert_eq!(err.segment, left[4]);
+    std::fs::rename(&moved, &left[3]).unwrap();
+
+    // The oldest kept segment removed by hand: no segment_pruned record justifies it.
+    std::fs::rename(&left[0], &moved).unwrap();
+    let err = verify_segments(&active, &key()).unwrap_err();
+    assert!(
+        matches!(err.error.problem(), Some(Problem::SegmentMissing { .. })),
+        "{err}"
+    );
+    std::fs::rename(&moved, &left[0]).unwrap();
+    verify_segments(&active, &key()).unwrap();
+}
+
+/// A rotation cut after the rename (the active file missing or empty): the next open
+/// continues the chain from the sealed segment instead of starting a new one.
+#[test]
+fn an_interrupted_rotation_is_continued_at_open() {
+    let dir = tempdir();
+    let active = dir.path().join("access-audit.log");
+    let mut log = AuditLog::open(&active, key(), policy(), t0()).unwrap();
+    fill(&mut log, 10, t0());
+    let head = log.head().unwrap();
+    drop(log);
+    // Seal by hand as the rotation does, then "crash" before the new file has a record.
+    let sealed = dcguard::access::audit::sealed_path(&active, head.seq);
+    std::fs::rename(&active, &sealed).unwrap();
+    std::fs::write(&active, b"").unwrap();
+    let mut log = AuditLog::open(&active, key(), policy(), t0()).unwrap();
+    fill(&mut log, 2, t0() + Duration::minutes(1));
+    drop(log);
+    let report = verify_segments(&active, &key()).unwrap();
+    assert_eq!(report.segments.len(), 2);
+    assert_eq!(report.first_seq, 0);
+    let single = verify(&active, &key()).unwrap();
+    assert_eq!(single.continues_from, Some(head));
 }
 
 #[test]

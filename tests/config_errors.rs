@@ -683,3 +683,257 @@ fn enabled_ticketing_adapters_are_named_and_a_missing_secret_is_reported_by_refe
         "ticketing adapter webhook: environment variable DCGUARD_TEST_UNSET_WEBHOOK_KEY is not set"
     );
 }
+
+#[test]
+fn modbus_timing_and_fragile_device_keys_are_checked() {
+    let f = Fixture::new();
+    // DAEMON has 34 lines; this starts on line 35.
+    let modbus = r#"[modbus]
+request_timeout_ms = 5
+connect_timeout_ms = 0
+backoff_min_ms = 5000
+backoff_max_secs = 2
+busy_retries = 11
+busy_retry_delay_ms = 20000
+max_connections_per_endpoint = 0
+pause_between_requests_ms = 10001
+"#;
+    f.write("dcguard.toml", &format!("{DAEMON}{modbus}"));
+    // SITE_BODY ends on line 52; the additions start on line 53.
+    let endpoints = r#"
+[[devices]]
+id = "ups-2"
+profile = "ups"
+room = "ups1"
+modbus = { endpoint = "127.0.0.1:15001", unit = 2, request_timeout_ms = 60001 }
+
+[[modbus_endpoints]]
+endpoint = "127.0.0.1:15010"
+max_connections = 17
+pause_between_requests_ms = 10001
+request_timeout_ms = 9
+
+[[modbus_endpoints]]
+endpoint = "127.0.0.1:15999"
+close_after_scan = true
+
+[[modbus_endpoints]]
+endpoint = "127.0.0.1:15001"
+max_connections = 2
+
+[[modbus_endpoints]]
+endpoint = "127.0.0.1:15001"
+close_after_scan = true
+"#;
+    f.write("sites/dc.toml", &site(&format!("{SITE_BODY}{endpoints}")));
+    assert_eq!(
+        f.problems(),
+        vec![
+            "config/dcguard.toml:36: modbus.request_timeout_ms: found 5; expected 10 to 60000 ms",
+            "config/dcguard.toml:37: modbus.connect_timeout_ms: found 0; expected 10 to 60000 ms",
+            "config/dcguard.toml:39: modbus.backoff_max_secs: found 2; expected 5 to 3600 seconds (not below backoff_min_ms)",
+            "config/dcguard.toml:40: modbus.busy_retries: found 11; expected 0 to 10 retries",
+            "config/dcguard.toml:41: modbus.busy_retry_delay_ms: found 20000; expected 0 to 10000 ms",
+            "config/dcguard.toml:42: modbus.max_connections_per_endpoint: found 0; expected 1 to 16 connections (each carries one request at a time)",
+            "config/dcguard.toml:43: modbus.pause_between_requests_ms: found 10001; expected 0 to 10000 ms",
+            "config/sites/dc.toml:58: devices[2].modbus.request_timeout_ms: found 60001; expected 10 to 60000 ms",
+            "config/sites/dc.toml:62: modbus_endpoints[0].max_connections: found 17; expected 1 to 16 connections (each carries one request at a time)",
+            "config/sites/dc.toml:63: modbus_endpoints[0].pause_between_requests_ms: found 10001; expected 0 to 10000 ms",
+            "config/sites/dc.toml:64: modbus_endpoints[0].request_timeout_ms: found 9; expected 10 to 60000 ms",
+            "config/sites/dc.toml:67: modbus_endpoints[1].endpoint: found \"127.0.0.1:15999\"; expected the endpoint of a Modbus device or rack meter of this site (one of: 127.0.0.1:15001, 127.0.0.1:15010)",
+            "config/sites/dc.toml:75: modbus_endpoints[3].endpoint: found 127.0.0.1:15001 listed twice; expected each endpoint once in [[modbus_endpoints]]",
+        ]
+    );
+}
+
+#[test]
+fn modbus_settings_resolve_daemon_wide_then_per_endpoint_then_per_device() {
+    use dcguard::config::model::{DeviceTransport, EndpointSettings, ModbusPolling};
+    use dcguard::sources::modbus::poller::{self, PollerOptions};
+    use std::time::Duration;
+
+    let f = Fixture::new();
+    let cfg = config::load(&f.dir()).unwrap();
+    assert_eq!(cfg.modbus, ModbusPolling::default());
+    assert_eq!(
+        PollerOptions::from_config(&cfg.modbus),
+        PollerOptions::default()
+    );
+    let shipped = PollerOptions::default();
+    assert_eq!(shipped.client.request_timeout, Duration::from_secs(1));
+    assert_eq!(shipped.reconnect.initial, Duration::from_secs(1));
+    assert_eq!(shipped.reconnect.max, Duration::from_secs(30));
+    assert_eq!(shipped.unit_backoff, shipped.reconnect);
+
+    let modbus = "[modbus]
+request_timeout_ms = 800
+backoff_min_ms = 500
+backoff_max_secs = 10
+pause_between_requests_ms = 5
+";
+    f.write("dcguard.toml", &format!("{DAEMON}{modbus}"));
+    let extra = r#"
+[[modbus_endpoints]]
+endpoint = "127.0.0.1:15010"
+max_connections = 2
+close_after_scan = true
+request_timeout_ms = 2000
+
+[[devices]]
+id = "ups-2"
+profile = "ups"
+room = "ups1"
+modbus = { endpoint = "127.0.0.1:15001", unit = 2, request_timeout_ms = 3000 }
+"#;
+    f.write("sites/dc.toml", &site(&format!("{SITE_BODY}{extra}")));
+    let cfg = config::load(&f.dir()).unwrap();
+    let options = PollerOptions::from_config(&cfg.modbus);
+    assert_eq!(options.client.request_timeout, Duration::from_millis(800));
+    assert_eq!(options.reconnect.initial, Duration::from_millis(500));
+    assert_eq!(options.unit_backoff.max, Duration::from_secs(10));
+    let gateway = "127.0.0.1:15010".parse().unwrap();
+    let ups = "127.0.0.1:15001".parse().unwrap();
+    assert_eq!(
+        cfg.endpoint_settings(gateway),
+        EndpointSettings {
+            max_connections: 2,
+            pause_between_requests: Duration::from_millis(5),
+            close_after_scan: true,
+            request_timeout: Some(Duration::from_secs(2)),
+        }
+    );
+    assert_eq!(
+        cfg.endpoint_settings(ups),
+        EndpointSettings {
+            pause_between_requests: Duration::from_millis(5),
+            ..EndpointSettings::default()
+        }
+    );
+    let ups2 = &cfg
+        .site("dc")
+        .unwrap()
+        .devices
+        .iter()
+        .find(|d| d.id == "ups-2")
+        .unwrap();
+    assert!(matches!(
+        ups2.transport,
+        DeviceTransport::Modbus { request_timeout: Some(t), .. } if t == Duration::from_secs(3)
+    ));
+    let specs = poller::endpoints(&cfg);
+    let spec = specs.iter().find(|s| s.configured == gateway).unwrap();
+    assert_eq!(spec.settings.max_connections, 2);
+    // Rack meters A01-a/b and A02-a/b: four units over two connections, two each.
+    let groups = spec.connection_groups();
+    assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+}
+
+#[test]
+fn rule_overrides_name_unknown_rules_places_and_misfits() {
+    let f = Fixture::new();
+    let overrides = r#"
+[[rule_overrides]]
+rule = "hall_temperature_hihg"
+limit = 26.0
+
+[[rule_overrides]]
+rule = "hall_temperature_high"
+room = "dh9"
+limit = 26.0
+
+[[rule_overrides]]
+rule = "rack_feed_overload"
+rack = "A07"
+priority = "P2"
+
+[[rule_overrides]]
+rule = "ups_on_battery"
+device = "ups-9"
+enabled = false
+
+[[rule_overrides]]
+rule = "water_detected"
+limit = 1.0
+
+[[rule_overrides]]
+rule = "ups_fault"
+room = "ups1"
+device = "ups-1"
+enabled = false
+
+[[rule_overrides]]
+rule = "ups_fault"
+device = "ups-1"
+
+[[rule_overrides]]
+rule = "hall_humidity_high"
+room = "dh1"
+deadband = 1.0
+
+[[rule_overrides]]
+rule = "hall_humidity_high"
+room = "dh1"
+deadband = 3.0
+"#;
+    f.write("sites/dc.toml", &site(&format!("{SITE_BODY}{overrides}")));
+    let problems = f.problems();
+    let expected = [
+        "config/sites/dc.toml:55: rule_overrides[0].rule: found \"hall_temperature_hihg\"; expected a rule id of the catalogue (one of: hall_temperature_high, hall_temperature_low, hall_temperature_near_high, hall_temperature_near_low, hall_humidity_high, hall_humidity_low, hall_temperature_rate, rack_feed_overload, ...)",
+        "config/sites/dc.toml:60: rule_overrides[1].room: found \"dh9\"; expected a room id of site dc (one of: dh1, ups1)",
+        "config/sites/dc.toml:65: rule_overrides[2].rack: found \"A07\"; expected a rack id of site dc (one of: A01, A02)",
+        "config/sites/dc.toml:70: rule_overrides[3].device: found \"ups-9\"; expected a device id of site dc (one of: A01-a, A01-b, A02-a, A02-b, ups-1, th-1)",
+        "config/sites/dc.toml:75: rule_overrides[4].limit: found 1; expected no limit: rule water_detected has no numeric threshold (discrete input or unit count)",
+        "config/sites/dc.toml:77: rule_overrides[5]: found more than one of room, rack and device; expected at most one of room, rack or device (none: the whole site)",
+        "config/sites/dc.toml:83: rule_overrides[6]: found nothing to override; expected at least one of enabled, priority, limit, on_delay_secs, off_delay_secs, deadband",
+        "config/sites/dc.toml:93: rule_overrides[8].rule: found hall_humidity_high for the same scope as rule_overrides[7]; expected each rule once per site, room, rack or device",
+    ];
+    assert_eq!(problems, expected);
+}
+
+#[test]
+fn rule_overrides_that_fit_are_accepted() {
+    let f = Fixture::new();
+    let overrides = r#"
+[[rule_overrides]]
+rule = "hall_temperature_high"
+room = "dh1"
+limit = 26.0
+priority = "P2"
+on_delay_secs = 10
+
+[[rule_overrides]]
+rule = "rack_feed_overload"
+rack = "A01"
+off_delay_secs = 5
+deadband = 0.2
+
+[[rule_overrides]]
+rule = "ups_on_battery"
+enabled = false
+"#;
+    f.write("sites/dc.toml", &site(&format!("{SITE_BODY}{overrides}")));
+    let cfg = config::load(&f.dir()).unwrap();
+    let o = &cfg.sites[0].rule_overrides;
+    assert_eq!(o.len(), 3);
+    assert_eq!(o[0].limit, Some(26.0));
+    assert_eq!(
+        o[1].selector,
+        dcguard::rules::Selector::Rack("A01".to_owned())
+    );
+    assert_eq!(o[2].enabled, Some(false));
+}
+
+#[test]
+fn shelve_maximum_out_of_range() {
+    let f = Fixture::new();
+    f.write(
+        "dcguard.toml",
+        &format!("{DAEMON}\n[alarms]\nshelve_max_h = 0\n"),
+    );
+    let problems = f.problems();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].ends_with("alarms.shelve_max_h: found 0; expected 1..=168 hours"),
+        "{problems:#?}"
+    );
+}

@@ -17,6 +17,8 @@ use dcguard::sinks::line_protocol::{self, SeriesKey};
 use dcguard::sinks::spool::SpoolConfig;
 use proptest::prelude::*;
 
+mod common;
+
 const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 /// Environment variable that turns the kill -9 test into its own child process.
 const CHILD_ENV: &str = "DCGUARD_INFLUX_SINK_CHILD";
@@ -801,12 +803,19 @@ async fn retry_after_is_honoured() {
 async fn dcguard_run_writes_readings_to_influxdb() {
     use dcguard::app::{App, RunOptions};
     use dcguard::config::model::{Influxdb, SecretRef};
+    use firmware_stubs::sim::{Sim, SimOptions};
     let dir = tempfile::tempdir().unwrap();
     let vm = Vm::start(&dir.path().join("vm"), free_port()).await;
+    // The devices are the firmware stubs of the three sites on ephemeral ports, the broker
+    // a Mosquitto of this test: never whatever listens on the shipped ports (15xxx, 1883).
+    let broker = common::Broker::start(dir.path(), free_port()).await;
+    let sim = Sim::start(SimOptions::new(common::shipped_dir()).ephemeral())
+        .await
+        .unwrap();
     let token = dir.path().join("influx-token");
     std::fs::write(&token, "file-token\n").unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut config = dcguard::config::load(&shipped).expect("shipped config is valid");
+    let mut config =
+        dcguard::config::load(&common::shipped_dir()).expect("shipped config is valid");
     config.daemon.data_dir = dir.path().join("data");
     config.influxdb = Some(Influxdb {
         enabled: true,
@@ -821,48 +830,71 @@ async fn dcguard_run_writes_readings_to_influxdb() {
         spool_max_age: Duration::from_secs(3600),
         gzip: true,
     });
+    let sites: BTreeSet<String> = config.sites.iter().map(|s| s.id.clone()).collect();
     let options = RunOptions {
         listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        endpoint_overrides: sim.endpoints().clone(),
+        broker_overrides: std::collections::BTreeMap::from([(
+            "sim".to_owned(),
+            ("127.0.0.1".to_owned(), broker.addr.port()),
+        )]),
         // Never the shipped /var/lib/dcguard: tests keep their state in a temp dir.
         data_dir: Some(dir.path().join("data")),
         ..RunOptions::default()
     };
-    // No simulator: the devices do not answer, so their readings are bad, and bad
-    // readings are written too (quality field only).
     let app = App::start(Arc::new(config), options).await.unwrap();
-    let written = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("dcguard_influx_lines_written_total "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let mut scrape = String::new();
-    for _ in 0..400 {
-        scrape = app.render_metrics().unwrap();
-        if written(&scrape) > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(written(&scrape) > 0.0, "{scrape}");
-    assert!(
-        scrape
-            .contains("dcguard_readings_dropped_total{reason=\"queue_full\",sink=\"influxdb\"} 0")
-    );
+    let daemon = app.http_addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.run_until(shutdown.clone()));
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
-    let series = vm
-        .export_match("{__name__=~\".+_quality\",site=\"dc\"}")
-        .await;
-    assert!(!series.is_empty());
+    // Waits for what is asserted, not for "some line was written": the first batches
+    // hold whichever devices answered first, and the daemon must be running (polling)
+    // while it is waited for. Every site's quality series stored and read back from
+    // VictoriaMetrics (a hang guard, not a timing assertion).
+    let stored = |series: &BTreeSet<(String, i64, String)>| -> BTreeSet<String> {
+        series
+            .iter()
+            .filter_map(|(labels, _, _)| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("site="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    let guard = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut series = BTreeSet::new();
+    while tokio::time::Instant::now() < guard {
+        series = vm.export_match("{__name__=~\".+_quality\"}").await;
+        if stored(&series) == sites {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored(&series), sites, "sites with stored quality series");
+    // Every stored series carries the device tag, and the stubs' readings are good.
     assert!(
         series
             .iter()
             .all(|(labels, _, _)| labels.contains("device="))
     );
+    assert!(series.iter().any(|(_, _, quality)| quality == "0"));
+    // The daemon counts what it wrote, and dropped nothing for a full queue.
+    let (status, _, scrape) = common::http_get(daemon, "/metrics").await;
+    assert_eq!(status, 200);
+    let written = scrape
+        .lines()
+        .find(|l| l.starts_with("dcguard_influx_lines_written_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(written.is_some_and(|n| n > 0.0), "{scrape}");
+    assert!(
+        scrape
+            .contains("dcguard_readings_dropped_total{reason=\"queue_full\",sink=\"influxdb\"} 0")
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    drop(sim);
+    drop(broker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

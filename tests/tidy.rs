@@ -86,7 +86,10 @@ fn no_rust_file_contains_forbidden_text() {
 }
 
 /// Shipped configuration dials and binds loopback only: tests and the demo never reach
-/// another machine. Comments are not looked at; only parsed values count.
+/// another machine. Comments are not looked at; only parsed values count. Only `config/`
+/// is walked: the deployment configurations under `deploy/` are exempt by location, and
+/// `tests/deploy.rs` holds the example production one to placeholder addresses
+/// (documentation ranges, `.invalid` hosts) that never route.
 #[test]
 fn shipped_config_uses_only_loopback_addresses() {
     let config_dir = repo_root().join("config");

@@ -190,6 +190,7 @@ pub fn scheduled_raw(dir: &Path, offset: u16, warmup: f64, secs: f64, floor: boo
                     endpoint,
                     unit,
                     poll,
+                    ..
                 },
                 ProfileTransport::Modbus(m),
             ) = (&device.transport, &device.profile.transport)

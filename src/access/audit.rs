@@ -77,17 +77,26 @@ pub enum RecordKind {
     TicketChange,
     Finding,
     OperatorAction,
+    /// A call of the REST API: every write and every denied request (`api::audit`).
+    ApiRequest,
     /// Written by the log itself: a signed [`Checkpoint`].
     Checkpoint,
     /// Written by the log itself: the first record of a later segment ([`SegmentStart`]).
     SegmentStart,
     /// Written by the log itself: a torn last line was cut at open ([`Recovery`]).
     Recovery,
+    /// A visit report handed to the ticketing system.
+    VisitReport,
+    /// Written by the log itself: retention removed a sealed segment ([`SegmentPruned`]).
+    SegmentPruned,
 }
 
 impl RecordKind {
     fn is_internal(self) -> bool {
-        matches!(self, Self::Checkpoint | Self::SegmentStart | Self::Recovery)
+        matches!(
+            self,
+            Self::Checkpoint | Self::SegmentStart | Self::Recovery | Self::SegmentPruned
+        )
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -96,9 +105,12 @@ impl RecordKind {
             "ticket_change" => Self::TicketChange,
             "finding" => Self::Finding,
             "operator_action" => Self::OperatorAction,
+            "api_request" => Self::ApiRequest,
             "checkpoint" => Self::Checkpoint,
             "segment_start" => Self::SegmentStart,
             "recovery" => Self::Recovery,
+            "visit_report" => Self::VisitReport,
+            "segment_pruned" => Self::SegmentPruned,
             _ => return None,
         })
     }
@@ -177,6 +189,24 @@ pub struct SegmentStart {
 pub struct Recovery {
     pub torn_bytes: u64,
     pub torn_sha256: String,
+}
+
+/// Payload of a `segment_pruned` record: retention removed a whole sealed segment. Written
+/// (and fsynced) before the file is removed, so a verifier finds the reason for every
+/// segment missing at the start of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentPruned {
+    /// File name of the removed segment.
+    pub segment: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Hex chain hash of its last record (what the next segment's `segment_start` anchors).
+    pub last_hash: String,
+    /// Time of its newest record.
+    pub newest_at: DateTime<Utc>,
+    /// The retention cut-off it was older than.
+    pub cutoff: DateTime<Utc>,
 }
 
 /// The checkpoint signing key. Its bytes are never printed.
@@ -327,6 +357,12 @@ impl AuditLog {
             source,
         };
         let existed = path.exists();
+        let empty = !existed || std::fs::metadata(path).map_err(io_err)?.len() == 0;
+        if empty && let Some(sealed) = sealed_segments(path).map_err(io_err)?.pop() {
+            // A rotation was cut between sealing the old segment and writing the first record
+            // of the new one: continue the chain from the sealed segment.
+            return Self::continue_after(path, &sealed, key, policy, now);
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -489,19 +525,136 @@ impl AuditLog {
         &self.path
     }
 
-    /// Retention: closes this segment with a checkpoint and starts `new_path` (which must not
-    /// exist) with a `segment_start` record anchoring this segment's last hash. Nothing is
-    /// deleted; see the module documentation.
-    pub fn prune_before(
-        mut self,
-        cutoff: DateTime<Utc>,
-        new_path: &Path,
-        now: DateTime<Utc>,
-    ) -> Result<Self, AuditError> {
-        self.start_segment(new_path, Some(cutoff), now)
+    /// Seals the current segment and starts a new one in its place (retention works on
+    /// whole segments; the daemon rotates monthly). The current file, closed with a
+    /// checkpoint, is renamed to [`sealed_path`] and a new file at the same path starts with
+    /// a `segment_start` record anchoring the sealed segment's last hash. A crash between the
+    /// rename and the first record is repaired by [`AuditLog::open`]. Returns the sealed file,
+    /// or `None` for an empty chain.
+    pub fn rotate(&mut self, now: DateTime<Utc>) -> Result<Option<PathBuf>, AuditError> {
+        if self.next_seq == 0 {
+            return Ok(None);
+        }
+        self.checkpoint(now)?;
+        let sealed = sealed_path(&self.path, self.next_seq - 1);
+        if sealed.exists() {
+            return Err(AuditError::SegmentExists(sealed));
+        }
+        let io_err = |source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::rename(&self.path, &sealed).map_err(io_err)?;
+        sync_parent_dir(&self.path).map_err(io_err)?;
+        // From here on this value must not write to the renamed file.
+        self.poisoned = true;
+        let next = self.start_segment_at(&sealed, None, now)?;
+        *self = next;
+        Ok(Some(sealed))
     }
 
-    /// Starts a new segment file continuing this chain (see [`Self::prune_before`]).
+    /// Retention: removes the sealed segments (oldest first, never one after a kept one)
+    /// whose newest record is older than `cutoff`. For each, a `segment_pruned` record is
+    /// appended and fsynced BEFORE the file is removed, so the chain itself says what went
+    /// and verification still links the first kept segment ([`verify_segments`]).
+    pub fn prune_sealed(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SegmentPruned>, AuditError> {
+        let io_err = |path: &Path, source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut pruned = Vec::new();
+        for segment in sealed_segments(&self.path).map_err(|e| io_err(&self.path, e))? {
+            let summary = segment_summary(&segment)?;
+            if summary.newest_at >= cutoff {
+                break;
+            }
+            let record = SegmentPruned {
+                segment: file_name(&segment),
+                first_seq: summary.first_seq,
+                last_seq: summary.head.seq,
+                last_hash: summary.head.hash_hex(),
+                newest_at: summary.newest_at,
+                cutoff,
+            };
+            self.write_record(
+                RecordKind::SegmentPruned,
+                "retention",
+                serde_json::to_value(&record)?,
+                now,
+            )?;
+            self.checkpoint(now)?;
+            std::fs::remove_file(&segment).map_err(|e| io_err(&segment, e))?;
+            sync_parent_dir(&segment).map_err(|e| io_err(&segment, e))?;
+            pruned.push(record);
+        }
+        Ok(pruned)
+    }
+
+    /// Time of the first record of the current segment (when it was started).
+    pub fn segment_started_at(&self) -> Result<Option<DateTime<Utc>>, AuditError> {
+        let file = File::open(&self.path).map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| AuditError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(parse_line(&line).ok().and_then(|e| e.header.at()))
+    }
+
+    /// A new segment at `path` (empty or missing) continuing the sealed segment `sealed`.
+    fn continue_after(
+        path: &Path,
+        sealed: &Path,
+        key: AuditKey,
+        policy: CheckpointPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
+        let summary = segment_summary(sealed)?;
+        let mut old = Self {
+            path: sealed.to_owned(),
+            file: File::open(sealed).map_err(|source| AuditError::Io {
+                path: sealed.to_owned(),
+                source,
+            })?,
+            key,
+            policy,
+            next_seq: summary.head.seq + 1,
+            last_hash: summary.head.hash,
+            since_checkpoint: 0,
+            last_checkpoint_at: Some(now),
+            poisoned: true,
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(AuditError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        tracing::warn!(
+            path = %path.display(),
+            sealed = %sealed.display(),
+            "Audit log: a rotation was interrupted; continuing the chain from the sealed segment."
+        );
+        old.start_segment_at_path(path, sealed, None, now)
+    }
+
+    /// Starts a new segment file `new_path` (which must not exist) continuing this chain:
+    /// closes this segment with a checkpoint, then writes a `segment_start` record anchoring
+    /// its last hash. Nothing is deleted.
     pub fn start_segment(
         &mut self,
         new_path: &Path,
@@ -509,6 +662,28 @@ impl AuditLog {
         now: DateTime<Utc>,
     ) -> Result<Self, AuditError> {
         self.checkpoint(now)?;
+        let previous = self.path.clone();
+        self.start_segment_at_path(new_path, &previous, retention_cutoff, now)
+    }
+
+    /// After a rename of this segment to `sealed`: the new segment at the old path.
+    fn start_segment_at(
+        &mut self,
+        sealed: &Path,
+        retention_cutoff: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
+        let path = self.path.clone();
+        self.start_segment_at_path(&path, sealed, retention_cutoff, now)
+    }
+
+    fn start_segment_at_path(
+        &mut self,
+        new_path: &Path,
+        previous: &Path,
+        retention_cutoff: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -529,11 +704,7 @@ impl AuditLog {
             source,
         })?;
         let start = SegmentStart {
-            previous_segment: self
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            previous_segment: file_name(previous),
             previous_last_seq: self.next_seq.saturating_sub(1),
             previous_last_hash: hex(&self.last_hash),
             retention_cutoff,
@@ -621,6 +792,112 @@ impl AuditLog {
         self.last_hash = prev;
         Ok(appended)
     }
+}
+
+/// The name a segment gets when sealed: `access-audit.log` ending at record 1234 becomes
+/// `access-audit.00000000000000001234.log` in the same directory (sorts by position).
+pub fn sealed_path(active: &Path, last_seq: u64) -> PathBuf {
+    let stem = active
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match active.extension() {
+        Some(ext) => format!("{stem}.{last_seq:020}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{last_seq:020}"),
+    };
+    active.with_file_name(name)
+}
+
+/// The sealed segments of the chain whose active file is `active`, oldest first.
+pub fn sealed_segments(active: &Path) -> io::Result<Vec<PathBuf>> {
+    let stem = active
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = active
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let dir = match active.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = format!("{stem}.");
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(middle) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&ext))
+        else {
+            continue;
+        };
+        if middle.len() == 20
+            && middle.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(seq) = middle.parse::<u64>()
+        {
+            found.push((seq, dir.join(&name)));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// First seq, head and newest record time of a sealed segment.
+struct SegmentSummary {
+    first_seq: u64,
+    head: Head,
+    newest_at: DateTime<Utc>,
+}
+
+fn segment_summary(path: &Path) -> Result<SegmentSummary, AuditError> {
+    let io_err = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |problem: String| AuditError::Corrupt {
+        path: path.to_owned(),
+        problem,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let tail = read_tail(&mut file).map_err(io_err)?;
+    let last = tail
+        .last_line
+        .ok_or_else(|| corrupt("sealed segment is empty".to_owned()))?;
+    if !tail.torn_bytes.is_empty() {
+        return Err(corrupt("sealed segment ends with a torn line".to_owned()));
+    }
+    let entry = parse_line(&last).map_err(corrupt)?;
+    let (hash, _) = entry.hashes().map_err(corrupt)?;
+    let newest_at = entry
+        .header
+        .at()
+        .ok_or_else(|| corrupt("last record has no valid time".to_owned()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut first)
+        .map_err(io_err)?;
+    let first_seq = parse_line(&first).map_err(corrupt)?.header.seq;
+    Ok(SegmentSummary {
+        first_seq,
+        head: Head {
+            seq: entry.header.seq,
+            hash,
+        },
+        newest_at,
+    })
 }
 
 /// Makes a newly created file's directory entry durable.
@@ -884,6 +1161,14 @@ pub enum Problem {
     MissingRecords { anchored: u64 },
     #[error("the anchored hash of record {anchored} does not match: rewritten since here")]
     AnchorMismatch { anchored: u64 },
+    #[error(
+        "segment does not continue the previous one (which ends at record {previous_head}): a segment is missing or was replaced"
+    )]
+    SegmentGap { previous_head: u64 },
+    #[error(
+        "the chain continues from record {previous_head}, but no segment_pruned record says its segment was removed by retention"
+    )]
+    SegmentMissing { previous_head: u64 },
 }
 
 /// Why verification failed.
@@ -934,11 +1219,140 @@ pub fn verify_anchored(
     verify_reader(BufReader::new(file), key, anchor)
 }
 
+/// What verifying a chain of segments found ([`verify_segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Segment files verified, oldest first (sealed ones, then the active one).
+    pub segments: Vec<PathBuf>,
+    /// Records in them.
+    pub records: u64,
+    pub checkpoints: u64,
+    /// `seq` of the oldest record kept.
+    pub first_seq: u64,
+    /// Segments removed by retention, as recorded in the chain.
+    pub pruned: Vec<SegmentPruned>,
+    pub head: Option<Head>,
+    /// `seq` of the record covered by the last valid checkpoint.
+    pub last_checkpoint_seq: Option<u64>,
+    /// Records after the last checkpoint.
+    pub unsigned_tail: u64,
+}
+
+/// Why a chain of segments failed verification: the segment and the first bad record.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", .segment.display())]
+pub struct ChainError {
+    pub segment: PathBuf,
+    pub error: VerifyError,
+}
+
+impl ChainError {
+    /// The first bad record index, if the file was readable.
+    pub fn index(&self) -> Option<u64> {
+        self.error.index()
+    }
+}
+
+/// Verifies the whole chain whose active segment is `active`: every sealed segment, then
+/// the active one. Each later segment must start where the one before it ends (its
+/// `segment_start` anchors the previous head); the oldest kept segment may continue a
+/// removed one only if a `segment_pruned` record in the chain names that segment's head
+/// (retention). The first bad record is named with its segment.
+pub fn verify_segments(active: &Path, key: &AuditKey) -> Result<ChainReport, ChainError> {
+    let mut files = sealed_segments(active).map_err(|e| ChainError {
+        segment: active.to_owned(),
+        error: VerifyError::Io(e),
+    })?;
+    if active.exists() {
+        files.push(active.to_owned());
+    }
+    let mut report = ChainReport {
+        segments: files.clone(),
+        records: 0,
+        checkpoints: 0,
+        first_seq: 0,
+        pruned: Vec::new(),
+        head: None,
+        last_checkpoint_seq: None,
+        unsigned_tail: 0,
+    };
+    let mut first_continues: Option<(PathBuf, Head)> = None;
+    for (i, file) in files.iter().enumerate() {
+        let fail = |error| ChainError {
+            segment: file.clone(),
+            error,
+        };
+        let opened = File::open(file).map_err(|e| fail(VerifyError::Io(e)))?;
+        let mut pruned_here = Vec::new();
+        let r = verify_reader_collecting(BufReader::new(opened), key, None, &mut pruned_here)
+            .map_err(fail)?;
+        match (i, r.continues_from, report.head) {
+            (0, None, _) => report.first_seq = r.first_seq,
+            (0, Some(from), _) => {
+                report.first_seq = r.first_seq;
+                first_continues = Some((file.clone(), from));
+            }
+            (_, Some(from), Some(head)) if from == head => {}
+            (_, _, prev) => {
+                let expected = prev.map_or(0, |h| h.seq + 1);
+                return Err(fail(VerifyError::Bad {
+                    index: expected,
+                    line: 1,
+                    problem: Problem::SegmentGap {
+                        previous_head: prev.map_or(0, |h| h.seq),
+                    },
+                }));
+            }
+        }
+        report.records += r.records;
+        report.checkpoints += r.checkpoints;
+        report.pruned.extend(pruned_here);
+        if r.head.is_some() {
+            report.head = r.head;
+        }
+        if r.last_checkpoint_seq.is_some() {
+            report.last_checkpoint_seq = r.last_checkpoint_seq;
+            report.unsigned_tail = r.unsigned_tail;
+        } else {
+            report.unsigned_tail += r.unsigned_tail;
+        }
+    }
+    if let Some((file, from)) = first_continues {
+        let justified = report
+            .pruned
+            .iter()
+            .any(|p| p.last_seq == from.seq && p.last_hash == from.hash_hex());
+        if !justified {
+            return Err(ChainError {
+                segment: file,
+                error: VerifyError::Bad {
+                    index: from.seq + 1,
+                    line: 1,
+                    problem: Problem::SegmentMissing {
+                        previous_head: from.seq,
+                    },
+                },
+            });
+        }
+    }
+    Ok(report)
+}
+
 /// Verifies a chain from any reader (an in-memory copy, a file).
 pub fn verify_reader(
+    reader: impl BufRead,
+    key: &AuditKey,
+    anchor: Option<Head>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_reader_collecting(reader, key, anchor, &mut Vec::new())
+}
+
+/// [`verify_reader`], also collecting the `segment_pruned` records met.
+fn verify_reader_collecting(
     mut reader: impl BufRead,
     key: &AuditKey,
     anchor: Option<Head>,
+    pruned: &mut Vec<SegmentPruned>,
 ) -> Result<VerifyReport, VerifyError> {
     let mut lines = LineReader::new(&mut reader);
     let mut report = VerifyReport {
@@ -1055,6 +1469,18 @@ pub fn verify_reader(
                     found: entry.header.seq,
                 },
             ));
+        }
+        if entry.header.kind == RecordKind::SegmentPruned {
+            let record = full_record(entry.body)
+                .and_then(|r| serde_json::from_value::<SegmentPruned>(r.payload).ok());
+            let Some(record) = record else {
+                return Err(bad(
+                    expected,
+                    line_no,
+                    Problem::Malformed("bad segment_pruned payload".to_owned()),
+                ));
+            };
+            pruned.push(record);
         }
         if entry.header.kind == RecordKind::Checkpoint {
             let cp = full_record(entry.body)

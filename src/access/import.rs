@@ -63,6 +63,10 @@ const MAX_CREDENTIAL_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
+    /// The site of readers that are in no site's reader map: their events are recorded
+    /// there (an `unknown_reader` finding each). Without it such a batch is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub events: Vec<JsonEvent>,
 }
 
@@ -142,6 +146,14 @@ pub fn parse_json_batch(
     body: &[u8],
     received_at: DateTime<Utc>,
 ) -> Result<Vec<AccessEvent>, BatchError> {
+    parse_json_batch_with_site(body, received_at).map(|(_, events)| events)
+}
+
+/// [`parse_json_batch`], also returning the batch's `site` (for readers in no reader map).
+pub fn parse_json_batch_with_site(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<(Option<String>, Vec<AccessEvent>), BatchError> {
     let batch: EventBatch = serde_json::from_slice(body)?;
     if batch.events.len() > MAX_BATCH {
         return Err(BatchError::TooLarge(batch.events.len()));
@@ -198,7 +210,18 @@ pub fn parse_json_batch(
     if total > 0 {
         return Err(BatchError::Invalid { errors, total });
     }
-    Ok(events)
+    Ok((batch.site, events))
+}
+
+/// A cell made safe for spreadsheets (CSV formula injection, OWASP): a value starting with
+/// `=`, `+`, `-`, `@`, a tab, a carriage return or `'` gets a leading `'`, so Excel,
+/// LibreOffice and Google Sheets show it as text instead of evaluating it. [`read_csv`]
+/// removes one leading `'`, so an export imports back unchanged.
+pub fn safe_cell(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{value}").into(),
+        _ => value.into(),
+    }
 }
 
 /// The CSV columns, in export order.
@@ -234,7 +257,7 @@ pub fn write_csv<'a, W: Write>(
             ),
             EventKind::Operation { op } => ("operation", String::new(), enum_name(op)),
         };
-        writer.write_record([
+        let cells = [
             &*e.id,
             &enum_name(&e.source),
             &e.reader,
@@ -248,7 +271,66 @@ pub fn write_csv<'a, W: Write>(
             &e.received_at
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             &e.raw,
-        ])?;
+        ];
+        writer.write_record(cells.iter().map(|c| safe_cell(c).into_owned()))?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// The columns of the findings export, in order.
+pub const FINDING_CSV_COLUMNS: [&str; 16] = [
+    "id",
+    "site",
+    "rule",
+    "severity",
+    "at",
+    "raised_at",
+    "person",
+    "credential",
+    "ticket",
+    "room",
+    "reader",
+    "summary",
+    "evidence",
+    "reviewed_by",
+    "reviewed_at",
+    "review_note",
+];
+
+/// Writes findings as CSV with a header row ([`FINDING_CSV_COLUMNS`]); `evidence` holds the
+/// event ids separated by spaces, the review columns the latest review. Every cell is made
+/// safe for spreadsheets ([`safe_cell`]).
+pub fn write_findings_csv<'a, W: Write>(
+    out: W,
+    findings: impl IntoIterator<Item = &'a crate::store::access::StoredFinding>,
+) -> Result<(), csv::Error> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(FINDING_CSV_COLUMNS)?;
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    for s in findings {
+        let f = &s.finding;
+        let review = s.reviews.last();
+        let evidence: Vec<&str> = f.evidence.iter().map(|e| &**e).collect();
+        let cells = [
+            s.id.to_string(),
+            f.site.clone(),
+            f.rule.as_str().to_owned(),
+            enum_name(&f.severity),
+            time(f.at),
+            time(s.raised_at),
+            f.person.clone().unwrap_or_default(),
+            f.credential.as_deref().unwrap_or("").to_owned(),
+            f.ticket.clone().unwrap_or_default(),
+            f.room.clone().unwrap_or_default(),
+            f.reader.as_deref().unwrap_or("").to_owned(),
+            f.summary.clone(),
+            evidence.join(" "),
+            review.map(|r| r.reviewer.clone()).unwrap_or_default(),
+            review.map(|r| time(r.at)).unwrap_or_default(),
+            review.map(|r| r.note.clone()).unwrap_or_default(),
+        ];
+        writer.write_record(cells.iter().map(|c| safe_cell(c).into_owned()))?;
     }
     writer.flush()?;
     Ok(())
@@ -342,7 +424,11 @@ impl<'a> Row<'a> {
             .position(|c| *c == name)
             .and_then(|slot| self.column[slot])
             .and_then(|i| self.record.get(i))
-            .map_or("", str::trim)
+            .map_or("", |v| {
+                let v = v.trim();
+                // Undo `safe_cell` of an export.
+                v.strip_prefix('\'').unwrap_or(v)
+            })
     }
 }
 

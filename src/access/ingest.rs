@@ -18,31 +18,46 @@
 //!    if the store or the chain failed the reply is `503`, so the device keeps the batch and
 //!    re-sends it, which is harmless (idempotent ids).
 //! 5. **Reconcile**: the new events go to the site's live [`Reconciler`]; a ticker
-//!    (every second) runs it and logs, counts, stores and keeps the findings. Until the visit
-//!    API feeds tickets, the ticket book is empty. The live reconciler starts empty at each
-//!    start (nobody inside).
+//!    (every second) runs it; the new findings are stored (`INSERT OR IGNORE` on their key),
+//!    appended to the chain, counted, logged and announced on [`Ingest::findings_feed`].
+//!
+//! # Restart
+//!
+//! Nothing the live state needs is only in memory. [`Ingest::open`] rebuilds the ticket book
+//! from the stored revisions, appends to the chain any row stored but not chained, and
+//! rebuilds each site's reconciler by replaying the stored events of the last
+//! [`REPLAY_HORIZON`] up to the saved watermark (how far the live reconciler had got; saved
+//! after the findings up to it were stored, at least every minute). Findings of that replay
+//! are dropped: they were stored before, or are artefacts of starting the replay with an
+//! empty site. The ticks after the restart go on from the watermark, so a finding due while
+//! the daemon was down is raised once, after the restart; one raised again has the same key
+//! and is not stored twice. People inside for longer than the horizon are not known after a
+//! restart (their exit is an `anti_passback`).
 //!
 //! Command polls (`/iclock/getrequest`) always get plain `OK`: the daemon never commands a
 //! reader (invariant 1: it never commands a door).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{AuditError, AuditKey, AuditLog, CheckpointPolicy};
+use super::audit::{AuditError, AuditKey, AuditLog, CheckpointPolicy, NewRecord, RecordKind};
 use super::event::{AccessEvent, Direction};
 use super::reconcile::{Finding, ReconcileSettings, Reconciler};
-use super::ticket::TicketBook;
+use super::ticket::{TicketBook, TicketRevision};
 use super::zkteco::{self, CdataQuery, ParseContext, QueryError};
-use crate::config::model::{self, Config};
-use crate::store::access::{AccessStore, FileLock, LockError, lock_file};
+use crate::config::model::{self, Calendar, Config, Site};
+use crate::store::access::{
+    AccessStore, EventQuery, FileLock, LockError, Review, StoredFinding, Unaudited, lock_file,
+};
 use crate::store::{Store, StoreError};
 
 /// The audit chain's file in the data directory.
@@ -55,6 +70,10 @@ pub const KEY_CREDENTIAL_NAME: &str = "dcguard-audit-key";
 pub const GENERATED_KEY_FILE: &str = "audit.key";
 /// Findings kept in memory for a quick look (all of them are in the store).
 const RECENT_FINDINGS: usize = 1000;
+/// How far back the stored events are replayed at start to rebuild who is inside.
+pub const REPLAY_HORIZON: Duration = Duration::from_secs(48 * 3600);
+/// The live reconcilers' watermarks are saved at least this often.
+const WATERMARK_EVERY: TimeDelta = TimeDelta::seconds(60);
 
 /// Why ingestion could not start or persist a batch.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +90,30 @@ pub enum IngestError {
     Lock { path: PathBuf, problem: String },
     #[error("import {path}: {problem}")]
     Import { path: PathBuf, problem: String },
+    #[error("cannot encode an audit record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(
+        "the access log is open read-only here (the daemon appends to it); change it through the daemon's API"
+    )]
+    ReadOnly,
+}
+
+/// The locked chain appender of a writable service.
+pub(super) struct Appender<'a>(MutexGuard<'a, Option<AuditLog>>);
+
+impl std::ops::Deref for Appender<'_> {
+    type Target = AuditLog;
+    fn deref(&self) -> &AuditLog {
+        // Invariant: an `Appender` is only built around `Some` (`Ingest::appender`).
+        self.0.as_ref().expect("an Appender holds a log")
+    }
+}
+
+impl std::ops::DerefMut for Appender<'_> {
+    fn deref_mut(&mut self) -> &mut AuditLog {
+        // Invariant: an `Appender` is only built around `Some` (`Ingest::appender`).
+        self.0.as_mut().expect("an Appender holds a log")
+    }
 }
 
 /// The lock file that makes one process at a time the audit chain's appender.
@@ -219,31 +262,50 @@ impl IclockReply {
     }
 }
 
-struct Live {
-    reconcilers: HashMap<String, Reconciler>,
-    tickets: TicketBook,
+pub(super) struct Live {
+    pub(super) reconcilers: HashMap<String, Reconciler>,
+    pub(super) tickets: TicketBook,
+    /// When the watermarks were last saved.
+    watermark_saved: Option<DateTime<Utc>>,
 }
 
 /// The receive clock of the HTTP routes (the real clock unless a test sets one).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-struct Inner {
+pub(super) struct Inner {
     /// The appender lock, held as long as the service lives ([`lock_appender`]).
     appender_lock: Mutex<Option<FileLock>>,
     clock: Mutex<Option<Clock>>,
+    pub(super) sites: BTreeMap<String, Site>,
+    pub(super) calendar: Calendar,
+    pub(super) access: model::AccessSettings,
+    pub(super) settings: ReconcileSettings,
+    /// Visit reports are queued for the ticketing webhook.
+    pub(super) deliver_reports: bool,
     readers: HashMap<String, ReaderEntry>,
-    store: AccessStore,
-    audit: Mutex<AuditLog>,
-    live: Mutex<Live>,
+    pub(super) store: AccessStore,
+    /// The chain appender; `None` for a read-only service ([`Ingest::open_read_only`]).
+    audit: Mutex<Option<AuditLog>>,
+    pub(super) live: Mutex<Live>,
+    /// Tickets with a stored visit report.
+    pub(super) reported: Mutex<HashSet<String>>,
     recent: Mutex<VecDeque<Finding>>,
     by_rule: Mutex<BTreeMap<String, u64>>,
+    /// Findings by (site, rule), for the metrics.
+    by_site_rule: Mutex<BTreeMap<(String, String), u64>>,
     counters: Counters,
+    findings_tx: watch::Sender<i64>,
+    pub(super) reports_tx: watch::Sender<u64>,
 }
 
-/// The ingestion service. Cheap to clone.
+/// The access service: ZKTeco ingestion, JSON batches, visit tickets, findings, reviews,
+/// queries, visit reports and retention over one store and one audit chain. Cheap to
+/// clone. Its methods are blocking (SQLite, fsync) unless `async`: call them from
+/// `spawn_blocking` in async code. The service API the REST routes call is documented in
+/// `access::service`.
 #[derive(Clone)]
 pub struct Ingest {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -254,16 +316,116 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep going with it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A row to mark as chained once its record is on disk.
+pub(super) enum Mark {
+    Event(Arc<str>),
+    Finding(i64),
+    Review(i64),
+    Revision(String, u32),
+    Report(String),
+}
+
+/// The chain record of a ticket revision.
+pub(super) fn revision_record(revision: &TicketRevision, actor: &str) -> NewRecord {
+    NewRecord {
+        kind: RecordKind::TicketChange,
+        actor: actor.to_owned(),
+        payload: serde_json::json!({
+            "ticket": revision.snapshot.id,
+            "number": revision.number,
+            "change": revision.change,
+            "snapshot": revision.snapshot,
+        }),
+        at: revision.at,
+    }
+}
+
+/// The chain record of a stored finding.
+pub(super) fn finding_record(f: &StoredFinding) -> NewRecord {
+    NewRecord {
+        kind: RecordKind::Finding,
+        actor: "reconcile".to_owned(),
+        payload: serde_json::json!({
+            "finding_id": f.id,
+            "key": f.finding.key(),
+            "finding": f.finding,
+        }),
+        at: f.raised_at,
+    }
+}
+
+/// The chain record of a review.
+pub(super) fn review_record(r: &Review) -> NewRecord {
+    NewRecord {
+        kind: RecordKind::OperatorAction,
+        actor: r.reviewer.clone(),
+        payload: serde_json::json!({
+            "action": "finding_reviewed",
+            "review_id": r.id,
+            "finding_id": r.finding_id,
+            "note": r.note,
+        }),
+        at: r.at,
+    }
+}
+
+/// The chain record of a visit report.
+pub(super) fn report_record(
+    ticket: &str,
+    produced_at: DateTime<Utc>,
+    report: serde_json::Value,
+) -> NewRecord {
+    NewRecord {
+        kind: RecordKind::VisitReport,
+        actor: "reconcile".to_owned(),
+        payload: serde_json::json!({ "ticket": ticket, "report": report }),
+        at: produced_at,
+    }
+}
+
+fn event_record(e: &AccessEvent) -> Result<NewRecord, serde_json::Error> {
+    Ok(NewRecord {
+        kind: RecordKind::AccessEvent,
+        actor: e.reader.to_string(),
+        payload: serde_json::to_value(e)?,
+        at: e.received_at,
+    })
+}
+
 impl Ingest {
-    /// The service for `config`'s readers over `store` and the chain `audit`. Appends to
-    /// the chain any stored event that is not in it yet (a crash between the two writes).
+    /// The service for `config`'s sites over `store` and the chain `audit`: restores the
+    /// ticket book, appends to the chain every stored row not in it yet (a crash between the
+    /// two writes), and rebuilds the live reconcilers (module documentation, "Restart").
     /// Blocking: call at start-up or from a blocking thread.
     pub fn open(config: &Config, store: Store, audit: AuditLog) -> Result<Self, IngestError> {
+        let ingest = Self::build(config, store, Some(audit))?;
+        ingest.chain_unaudited()?;
+        ingest.restore()?;
+        Ok(ingest)
+    }
+
+    /// A read-only service over `store` for queries and reports while the daemon runs
+    /// (`dcguard access events|findings|visit-report`): tickets are restored, nothing is
+    /// appended, the live reconcilers stay empty; every change fails with
+    /// [`IngestError::ReadOnly`]. Blocking.
+    pub fn open_read_only(config: &Config, store: Store) -> Result<Self, IngestError> {
+        let ingest = Self::build(config, store, None)?;
+        let revisions = ingest.inner.store.ticket_revisions()?;
+        let mut live = lock(&ingest.inner.live);
+        for (revision, _) in revisions {
+            live.tickets.apply(revision);
+        }
+        drop(live);
+        Ok(ingest)
+    }
+
+    fn build(config: &Config, store: Store, audit: Option<AuditLog>) -> Result<Self, IngestError> {
+        let settings = ReconcileSettings::from_config(&config.access);
         let mut readers = HashMap::new();
         let mut reconcilers = HashMap::new();
         for site in &config.sites {
@@ -278,43 +440,143 @@ impl Ingest {
                     direction,
                 });
             }
-            if !site.access.readers.is_empty() {
-                reconcilers.insert(
-                    site.id.clone(),
-                    Reconciler::new(site, ReconcileSettings::default()),
-                );
-            }
+            reconcilers.insert(site.id.clone(), Reconciler::new(site, settings.clone()));
         }
+        let store = AccessStore::new(store);
+        let last_finding = store.last_finding_id()?;
         let ingest = Self {
             inner: Arc::new(Inner {
                 appender_lock: Mutex::new(None),
                 clock: Mutex::new(None),
+                sites: config
+                    .sites
+                    .iter()
+                    .map(|s| (s.id.clone(), s.clone()))
+                    .collect(),
+                calendar: config.calendar.clone(),
+                access: config.access,
+                settings,
+                deliver_reports: config.webhook.as_ref().is_some_and(|w| w.enabled),
                 readers,
-                store: AccessStore::new(store),
+                store,
                 audit: Mutex::new(audit),
                 live: Mutex::new(Live {
                     reconcilers,
                     tickets: TicketBook::new(),
+                    watermark_saved: None,
                 }),
+                reported: Mutex::new(HashSet::new()),
                 recent: Mutex::new(VecDeque::new()),
                 by_rule: Mutex::new(BTreeMap::new()),
+                by_site_rule: Mutex::new(BTreeMap::new()),
                 counters: Counters::default(),
+                findings_tx: watch::Sender::new(last_finding),
+                reports_tx: watch::Sender::new(0),
             }),
         };
-        let missing = ingest.inner.store.unaudited()?;
-        if !missing.is_empty() {
-            tracing::warn!(
-                events = missing.len(),
-                "Access events stored but not in the audit chain (a crash between the writes); appending them now."
-            );
-            ingest.audit_and_mark(&missing)?;
-        }
         Ok(ingest)
     }
 
-    /// Starts ingestion for the daemon: `None` when no site has readers. Opens the chain
-    /// `<data_dir>/access-audit.log` with the key of [`load_or_create_key`] and spawns the
-    /// reconciliation ticker, which stops with `shutdown`.
+    /// The chain appender, locked; [`IngestError::ReadOnly`] for a read-only service.
+    pub(super) fn appender(&self) -> Result<Appender<'_>, IngestError> {
+        let guard = lock(&self.inner.audit);
+        if guard.is_none() {
+            return Err(IngestError::ReadOnly);
+        }
+        Ok(Appender(guard))
+    }
+
+    /// Appends to the chain the rows stored without their record (a crash between the
+    /// store commit and the chain append).
+    fn chain_unaudited(&self) -> Result<(), IngestError> {
+        let mut audit = self.appender()?;
+        let missing = self.inner.store.unaudited()?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            rows = missing.len(),
+            "Access rows stored but not in the audit chain (a crash between the writes); appending them now."
+        );
+        let mut items = Vec::with_capacity(missing.len());
+        for row in missing {
+            items.push(match row {
+                Unaudited::Event(e) => (Mark::Event(e.id.clone()), event_record(&e)?),
+                Unaudited::Revision(rev, actor) => (
+                    Mark::Revision(rev.snapshot.id.clone(), rev.number),
+                    revision_record(&rev, &actor),
+                ),
+                Unaudited::Finding(f) => (Mark::Finding(f.id), finding_record(&f)),
+                Unaudited::Review(r) => (Mark::Review(r.id), review_record(&r)),
+                Unaudited::Report {
+                    ticket,
+                    produced_at,
+                    report,
+                } => (
+                    Mark::Report(ticket.clone()),
+                    report_record(&ticket, produced_at, report),
+                ),
+            });
+        }
+        self.chain(&mut audit, items)
+    }
+
+    /// Rebuilds the ticket book, the reported set and the live reconcilers from the store.
+    fn restore(&self) -> Result<(), IngestError> {
+        let store = &self.inner.store;
+        let revisions = store.ticket_revisions()?;
+        let reported = store.reported_tickets()?;
+        let mut live = lock(&self.inner.live);
+        for (revision, _) in revisions {
+            live.tickets.apply(revision);
+        }
+        lock(&self.inner.reported).extend(reported);
+        let horizon = TimeDelta::from_std(REPLAY_HORIZON).unwrap_or(TimeDelta::MAX);
+        let settle = TimeDelta::from_std(self.inner.settings.settle).unwrap_or(TimeDelta::MAX);
+        let Live {
+            reconcilers,
+            tickets,
+            ..
+        } = &mut *live;
+        for (site_id, reconciler) in reconcilers.iter_mut() {
+            let Some(watermark) = store.watermark(site_id)? else {
+                continue;
+            };
+            let Some(site) = self.inner.sites.get(site_id) else {
+                continue;
+            };
+            let events = store.events(&EventQuery {
+                site: Some(site_id.clone()),
+                effective_from: watermark.checked_sub_signed(horizon),
+                ..EventQuery::default()
+            })?;
+            let mut fresh = Reconciler::new(site, self.inner.settings.clone());
+            let replayed = events.len();
+            for e in events {
+                fresh.push(e);
+            }
+            // Findings up to the watermark were stored before the restart (or are artefacts
+            // of the empty start of the replay): dropped.
+            let dropped = fresh.tick(watermark + settle, tickets).len();
+            tracing::info!(
+                site = %site_id,
+                watermark = %watermark,
+                replayed,
+                pending = fresh.pending_events(),
+                inside = fresh.occupancy().count(),
+                dropped,
+                "Access reconciler restored from the stored events."
+            );
+            *reconciler = fresh;
+        }
+        Ok(())
+    }
+
+    /// Starts the access service for the daemon: `None` when no site has readers. Opens the
+    /// chain `<data_dir>/access-audit.log` with the key of [`load_or_create_key`] and spawns
+    /// the reconciliation ticker (every second), the housekeeping task (visit reports,
+    /// retention, monthly chain rotation; every minute) and, when the ticketing webhook is
+    /// enabled, the visit-report sender. All stop with `shutdown`.
     pub fn start(
         config: &Config,
         store: Store,
@@ -325,9 +587,23 @@ impl Ingest {
             return Ok(None);
         }
         let ingest = Self::open_locked(config, store, data_dir, Duration::from_secs(10))?;
-        ingest.spawn_ticker(Duration::from_secs(1), shutdown);
+        ingest.spawn_ticker(Duration::from_secs(1), shutdown.clone());
+        ingest.spawn_housekeeping(Duration::from_secs(60), shutdown.clone());
+        if let Some(webhook) = config.webhook.as_ref().filter(|w| w.enabled) {
+            match super::report::ReportSender::from_config(webhook, &config.dispatch) {
+                Ok(sender) => {
+                    sender.spawn(ingest.clone(), shutdown);
+                }
+                Err(error) => {
+                    return Err(IngestError::Key(format!(
+                        "visit reports to the ticketing webhook: {error}"
+                    )));
+                }
+            }
+        }
         tracing::info!(
             readers = ingest.inner.readers.len(),
+            tickets = lock(&ingest.inner.live).tickets.len(),
             "Access ingestion ready on /iclock."
         );
         Ok(Some(ingest))
@@ -355,51 +631,109 @@ impl Ingest {
     }
 
     /// Imports a CSV export (`dcguard access import`): every reader must be configured
-    /// (the site comes from the reader map); zone-less times use the sites' zone when all
-    /// sites share one. All or nothing on a bad row; idempotent on a re-import. Blocking.
-    pub fn import_csv(&self, config: &Config, file: &Path) -> Result<ImportSummary, IngestError> {
+    /// (the site comes from the reader map), unless `site` is given: then readers not in any
+    /// map are recorded at that site (an `unknown_reader` finding each). Zone-less times
+    /// use the site's zone (with `site`), else the sites' zone when all share one. All or
+    /// nothing on a bad row; idempotent on a re-import. Blocking.
+    pub fn import_csv(
+        &self,
+        file: &Path,
+        site: Option<&str>,
+    ) -> Result<ImportSummary, IngestError> {
         let import_err = |problem: String| IngestError::Import {
             path: file.to_owned(),
             problem,
         };
+        if let Some(site) = site
+            && !self.inner.sites.contains_key(site)
+        {
+            return Err(import_err(format!(
+                "site {site:?} is not configured; expected one of: {}",
+                self.inner
+                    .sites
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let input = std::fs::File::open(file).map_err(|e| import_err(e.to_string()))?;
-        let zones: std::collections::BTreeSet<String> = config
-            .sites
-            .iter()
-            .map(|s| s.time_zone.name().to_owned())
-            .collect();
-        let zone = match (zones.len(), config.sites.first()) {
-            (1, Some(site)) => Some(site.time_zone),
-            _ => None,
+        let zone = match site.and_then(|s| self.inner.sites.get(s)) {
+            Some(s) => Some(s.time_zone),
+            None => {
+                let zones: std::collections::BTreeSet<&str> = self
+                    .inner
+                    .sites
+                    .values()
+                    .map(|s| s.time_zone.name())
+                    .collect();
+                match (zones.len(), self.inner.sites.values().next()) {
+                    (1, Some(site)) => Some(site.time_zone),
+                    _ => None,
+                }
+            }
         };
         let events = super::import::read_csv(std::io::BufReader::new(input), zone, self.now())
             .map_err(|e| import_err(e.to_string()))?;
-        let unknown: std::collections::BTreeSet<&str> = events
-            .iter()
-            .filter(|e| !self.inner.readers.contains_key(&*e.reader))
-            .map(|e| &*e.reader)
-            .collect();
-        if !unknown.is_empty() {
-            let list: Vec<&str> = unknown.into_iter().collect();
-            return Err(import_err(format!(
-                "readers not in any site's [[access.readers]]: {}; nothing imported",
-                list.join(", ")
-            )));
-        }
-        let mut by_site: BTreeMap<&str, Vec<AccessEvent>> = BTreeMap::new();
-        for e in &events {
-            if let Some(entry) = self.inner.readers.get(&*e.reader) {
-                by_site.entry(&entry.site).or_default().push(e.clone());
-            }
-        }
+        let by_site = self
+            .route(&events, site)
+            .map_err(|unknown| {
+                import_err(format!(
+                    "readers not in any site's [[access.readers]]: {}; nothing imported (give --site to record them as unknown readers of a site)",
+                    unknown.join(", ")
+                ))
+            })?;
         let mut new = 0;
         for (site, batch) in by_site {
-            new += self.persist(site, &batch)?.len();
+            let stored = self.persist(&site, &batch)?;
+            new += stored.len();
+            self.push_live(&site, stored);
         }
         Ok(ImportSummary {
             read: events.len(),
             new,
         })
+    }
+
+    /// Groups events by site through the reader map; readers in no map go to `fallback`
+    /// when given, else they are returned as the error.
+    pub(super) fn route(
+        &self,
+        events: &[AccessEvent],
+        fallback: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<AccessEvent>>, Vec<String>> {
+        let mut by_site: BTreeMap<String, Vec<AccessEvent>> = BTreeMap::new();
+        let mut unknown = std::collections::BTreeSet::new();
+        for e in events {
+            match (self.inner.readers.get(&*e.reader), fallback) {
+                (Some(entry), _) => by_site
+                    .entry(entry.site.clone())
+                    .or_default()
+                    .push(e.clone()),
+                (None, Some(site)) => by_site.entry(site.to_owned()).or_default().push(e.clone()),
+                (None, None) => {
+                    unknown.insert(e.reader.to_string());
+                }
+            }
+        }
+        if unknown.is_empty() {
+            Ok(by_site)
+        } else {
+            Err(unknown.into_iter().collect())
+        }
+    }
+
+    /// Hands newly stored events to the site's live reconciler.
+    pub(super) fn push_live(&self, site: &str, events: Vec<AccessEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut live = lock(&self.inner.live);
+        if let Some(r) = live.reconcilers.get_mut(site) {
+            for e in events {
+                r.push(e);
+            }
+        }
     }
 
     /// Spawns the task that runs the live reconcilers every `period` until `shutdown`.
@@ -427,30 +761,117 @@ impl Ingest {
         })
     }
 
-    /// Runs every live reconciler up to `now`: the new findings are logged, counted, kept in
-    /// memory and stored. Blocking.
-    pub fn tick(&self, now: DateTime<Utc>) -> Result<Vec<Finding>, IngestError> {
-        let findings: Vec<Finding> = {
+    /// Spawns the housekeeping task: every `period`, visit reports that are due
+    /// ([`Ingest::produce_due_reports`]) and retention with the monthly chain rotation
+    /// ([`Ingest::apply_retention`]). Holds a weak reference, like the ticker.
+    pub fn spawn_housekeeping(
+        &self,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = interval.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let this = Self { inner };
+                let done = tokio::task::spawn_blocking(move || {
+                    let now = this.now();
+                    let reports = this.produce_due_reports(now);
+                    let retention = this.apply_retention(now);
+                    (reports, retention)
+                })
+                .await;
+                match done {
+                    Ok((reports, retention)) => {
+                        if let Err(error) = reports {
+                            tracing::error!(%error, "Producing visit reports failed.");
+                        }
+                        if let Err(error) = retention {
+                            tracing::error!(%error, "Access retention failed.");
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "The access housekeeping task failed."),
+                }
+            }
+        })
+    }
+
+    /// Runs every live reconciler up to `now`: the findings not stored before are stored,
+    /// appended to the chain, logged, counted, kept in memory and announced on
+    /// [`Ingest::findings_feed`]; then the watermarks are saved (when findings were stored,
+    /// and at least every minute). Returns the new findings. Blocking.
+    pub fn tick(&self, now: DateTime<Utc>) -> Result<Vec<StoredFinding>, IngestError> {
+        let (findings, watermarks, save) = {
             let mut live = lock(&self.inner.live);
             let Live {
                 reconcilers,
                 tickets,
+                watermark_saved,
             } = &mut *live;
-            reconcilers
+            let findings: Vec<Finding> = reconcilers
                 .values_mut()
                 .flat_map(|r| r.tick(now, tickets))
-                .collect()
+                .collect();
+            let save = !findings.is_empty()
+                || watermark_saved.is_none_or(|at| now - at >= WATERMARK_EVERY || now < at);
+            if save {
+                *watermark_saved = Some(now);
+            }
+            let watermarks: Vec<(String, DateTime<Utc>)> = reconcilers
+                .iter()
+                .filter_map(|(site, r)| r.watermark().map(|w| (site.clone(), w)))
+                .collect();
+            (findings, watermarks, save)
         };
-        if findings.is_empty() {
-            return Ok(findings);
+        let stored = if findings.is_empty() {
+            Vec::new()
+        } else {
+            self.store_findings(&findings, now)?
+        };
+        if save {
+            for (site, watermark) in watermarks {
+                self.inner.store.set_watermark(&site, watermark)?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Stores and chains findings raised at `now`; the new ones are logged, counted and
+    /// announced. Blocking.
+    pub(super) fn store_findings(
+        &self,
+        findings: &[Finding],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredFinding>, IngestError> {
+        let stored = {
+            let mut audit = self.appender()?;
+            let stored = self.inner.store.insert_findings(findings, now)?;
+            let items = stored
+                .iter()
+                .map(|f| (Mark::Finding(f.id), finding_record(f)))
+                .collect();
+            self.chain(&mut audit, items)?;
+            stored
+        };
+        if stored.is_empty() {
+            return Ok(stored);
         }
         {
             let mut by_rule = lock(&self.inner.by_rule);
+            let mut by_site_rule = lock(&self.inner.by_site_rule);
             let mut recent = lock(&self.inner.recent);
-            for f in &findings {
+            for s in &stored {
+                let f = &s.finding;
                 tracing::warn!(
                     site = %f.site,
                     rule = %f.rule,
+                    finding_id = s.id,
                     severity = ?f.severity,
                     reader = f.reader.as_deref().unwrap_or("-"),
                     ticket = f.ticket.as_deref().unwrap_or("-"),
@@ -458,6 +879,9 @@ impl Ingest {
                     f.summary
                 );
                 *by_rule.entry(f.rule.as_str().to_owned()).or_default() += 1;
+                *by_site_rule
+                    .entry((f.site.clone(), f.rule.as_str().to_owned()))
+                    .or_default() += 1;
                 if recent.len() == RECENT_FINDINGS {
                     recent.pop_front();
                 }
@@ -467,12 +891,53 @@ impl Ingest {
         self.inner
             .counters
             .findings
-            .fetch_add(findings.len() as u64, Ordering::Relaxed);
-        self.inner.store.insert_findings(&findings)?;
-        Ok(findings)
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if let Some(last) = stored.last() {
+            self.inner.findings_tx.send_replace(last.id);
+        }
+        Ok(stored)
     }
 
-    /// Replaces the receive clock of the HTTP routes (a simulated day in tests).
+    /// Appends records with one write and one fsync, then marks their rows as chained.
+    /// The caller holds the chain's lock (so the chain order is the store's order).
+    pub(super) fn chain(
+        &self,
+        audit: &mut AuditLog,
+        items: Vec<(Mark, NewRecord)>,
+    ) -> Result<(), IngestError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (marks, records): (Vec<Mark>, Vec<NewRecord>) = items.into_iter().unzip();
+        let appended = audit.append_batch(records)?;
+        let store = &self.inner.store;
+        let mut events: Vec<(&str, u64)> = Vec::new();
+        let mut findings = Vec::new();
+        let mut reviews = Vec::new();
+        for (mark, a) in marks.iter().zip(&appended) {
+            match mark {
+                Mark::Event(id) => events.push((id, a.seq)),
+                Mark::Finding(id) => findings.push((*id, a.seq)),
+                Mark::Review(id) => reviews.push((*id, a.seq)),
+                Mark::Revision(ticket, number) => {
+                    store.mark_revision_audited(ticket, *number, a.seq)?;
+                }
+                Mark::Report(ticket) => store.mark_report_audited(ticket, a.seq)?,
+            }
+        }
+        if !events.is_empty() {
+            store.mark_audited(&events)?;
+        }
+        if !findings.is_empty() {
+            store.mark_findings_audited(&findings)?;
+        }
+        if !reviews.is_empty() {
+            store.mark_reviews_audited(&reviews)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the receive clock of the HTTP routes and the tasks (a simulated day in tests).
     pub fn set_clock(&self, clock: Clock) {
         *lock(&self.inner.clock) = Some(clock);
     }
@@ -493,9 +958,29 @@ impl Ingest {
         &self.inner.store
     }
 
-    /// Replaces the live ticket book (the visit API will feed it).
-    pub fn set_tickets(&self, tickets: TicketBook) {
-        lock(&self.inner.live).tickets = tickets;
+    /// The id of the latest stored finding, updated after each new finding is stored and
+    /// chained. The incident pipeline waits on it (`changed()`) and reads
+    /// [`AccessStore::findings_after`] from its own cursor, so a restart loses nothing.
+    pub fn findings_feed(&self) -> watch::Receiver<i64> {
+        self.inner.findings_tx.subscribe()
+    }
+
+    /// Findings raised since start by (site, rule): the metrics' copy.
+    pub fn findings_by_site_rule(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.inner.by_site_rule).clone()
+    }
+
+    /// How many people are inside each site, by current room: (site, room, people).
+    /// Counts only; who they are stays in the reconciler (no personal data in metrics).
+    pub fn occupancy_counts(&self) -> Vec<(String, String, usize)> {
+        let live = lock(&self.inner.live);
+        let mut out = Vec::new();
+        for (site, reconciler) in &live.reconcilers {
+            for (room, people) in reconciler.occupancy().by_room() {
+                out.push((site.clone(), room.to_owned(), people.len()));
+            }
+        }
+        out
     }
 
     /// The counters.
@@ -513,6 +998,23 @@ impl Ingest {
             findings: get(&c.findings),
             findings_by_rule: lock(&self.inner.by_rule).clone(),
         }
+    }
+
+    /// Counts an accepted batch of `total` events of which `new` were new.
+    pub(super) fn count_batch(&self, total: usize, new: usize) {
+        let c = &self.inner.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.events_new.fetch_add(new as u64, Ordering::Relaxed);
+        c.events_duplicate
+            .fetch_add(total.saturating_sub(new) as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a batch refused because the store or the chain failed.
+    pub(super) fn count_persist_failure(&self) {
+        self.inner
+            .counters
+            .persist_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The configured reader of a query's `SN`, or the refusal to send.
@@ -614,28 +1116,18 @@ impl Ingest {
         let new = match persisted {
             Ok(Ok(new)) => new,
             Ok(Err(error)) => {
-                c.persist_failures.fetch_add(1, Ordering::Relaxed);
+                self.count_persist_failure();
                 tracing::error!(serial = %query.serial, %error, "Cannot persist an access batch; the device will re-send it.");
                 return IclockReply::refused(503, "ERROR: store unavailable");
             }
             Err(error) => {
-                c.persist_failures.fetch_add(1, Ordering::Relaxed);
+                self.count_persist_failure();
                 tracing::error!(serial = %query.serial, %error, "The persist task failed; the device will re-send.");
                 return IclockReply::refused(503, "ERROR: store unavailable");
             }
         };
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.events_new.fetch_add(new.len() as u64, Ordering::Relaxed);
-        c.events_duplicate
-            .fetch_add((total - new.len()) as u64, Ordering::Relaxed);
-        if !new.is_empty() {
-            let mut live = lock(&self.inner.live);
-            if let Some(r) = live.reconcilers.get_mut(&entry.site) {
-                for e in new {
-                    r.push(e);
-                }
-            }
-        }
+        self.count_batch(total, new.len());
+        self.push_live(&entry.site, new);
         IclockReply::ok(zkteco::reply_ok_count(processed))
     }
 
@@ -649,31 +1141,21 @@ impl Ingest {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut audit = lock(&self.inner.audit);
+        let mut audit = self.appender()?;
         let new = self.inner.store.insert_events(site, events)?;
-        if !new.is_empty() {
-            Self::append_and_mark(&mut audit, &self.inner.store, &new)?;
-        }
+        let items = new
+            .iter()
+            .map(|e| Ok((Mark::Event(e.id.clone()), event_record(e)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(AuditError::Encode)?;
+        self.chain(&mut audit, items)?;
         Ok(new)
     }
 
-    fn audit_and_mark(&self, events: &[AccessEvent]) -> Result<(), IngestError> {
-        let mut audit = lock(&self.inner.audit);
-        Self::append_and_mark(&mut audit, &self.inner.store, events)
-    }
-
-    fn append_and_mark(
-        audit: &mut AuditLog,
-        store: &AccessStore,
-        events: &[AccessEvent],
-    ) -> Result<(), IngestError> {
-        let appended = audit.append_access_events(events)?;
-        let marks: Vec<(&str, u64)> = events
-            .iter()
-            .zip(&appended)
-            .map(|(e, a)| (&*e.id, a.seq))
-            .collect();
-        store.mark_audited(&marks)?;
+    /// Appends records of other areas (the API's writes and denials) to this service's
+    /// chain, with one write and one fsync, under the chain's lock. Blocking.
+    pub fn append_audit(&self, records: Vec<NewRecord>) -> Result<(), IngestError> {
+        self.appender()?.append_batch(records)?;
         Ok(())
     }
 }
@@ -692,17 +1174,19 @@ pub fn configured_readers(config: &Config) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `dcguard audit verify`: verifies `<data_dir>/access-audit.log` with the key of
-/// [`key_path`] (never generated here). `Ok` is a summary; `Err` names the first bad record
-/// or why the chain could not be read.
+/// `dcguard audit verify`: verifies the chain of `<data_dir>/access-audit.log` (its sealed
+/// segments, then the active one) with the key of [`key_path`] (never generated here). `Ok`
+/// is a summary; `Err` names the segment and the first bad record, or why the chain could not
+/// be read.
 pub fn verify_chain(data_dir: &Path, key_file: Option<&Path>) -> Result<String, String> {
     let path = data_dir.join(AUDIT_FILE);
     let key_path = key_path(data_dir, key_file);
     let key = AuditKey::from_file(&key_path).map_err(|e| e.to_string())?;
-    if !path.exists() {
+    let sealed = super::audit::sealed_segments(&path).map_err(|e| e.to_string())?;
+    if !path.exists() && sealed.is_empty() {
         return Err(format!("no audit log at {}", path.display()));
     }
-    match super::audit::verify(&path, &key) {
+    match super::audit::verify_segments(&path, &key) {
         Ok(report) => {
             let head = report
                 .head
@@ -711,16 +1195,39 @@ pub fn verify_chain(data_dir: &Path, key_file: Option<&Path>) -> Result<String, 
             let signed = report
                 .last_checkpoint_seq
                 .map_or_else(|| "none".to_owned(), |s| s.to_string());
+            let pruned = if report.pruned.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} older segment(s) removed by retention (records {}..={})",
+                    report.pruned.len(),
+                    report.pruned.iter().map(|p| p.first_seq).min().unwrap_or(0),
+                    report.pruned.iter().map(|p| p.last_seq).max().unwrap_or(0),
+                )
+            };
             Ok(format!(
-                "audit log {} is intact: {} records, {} checkpoints, head {head}, signed through record {signed}, {} unsigned at the tail",
+                "audit log {} is intact: {} records from record {} in {} segment(s), {} checkpoints, head {head}, signed through record {signed}, {} unsigned at the tail{pruned}",
                 path.display(),
                 report.records,
+                report.first_seq,
+                report.segments.len(),
                 report.checkpoints,
                 report.unsigned_tail
             ))
         }
-        Err(error) => Err(format!("audit log {}: {error}", path.display())),
+        Err(error) => Err(format!("audit log {error}")),
     }
+}
+
+/// Opens the store and the chain of `data_dir` for a command (refused while the daemon
+/// holds the appender lock). Blocking.
+pub fn open_offline(config: &Config, data_dir: &Path) -> Result<Ingest, IngestError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| IngestError::Lock {
+        path: data_dir.to_owned(),
+        problem: e.to_string(),
+    })?;
+    let store = Store::open(&data_dir.join(crate::app::STORE_FILE))?;
+    Ingest::open_locked(config, store, data_dir, Duration::ZERO)
 }
 
 /// `dcguard access import`: opens the store and the chain of `data_dir` (refused while the
@@ -729,12 +1236,7 @@ pub fn run_import(
     config: &Config,
     data_dir: &Path,
     file: &Path,
+    site: Option<&str>,
 ) -> Result<ImportSummary, IngestError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| IngestError::Lock {
-        path: data_dir.to_owned(),
-        problem: e.to_string(),
-    })?;
-    let store = Store::open(&data_dir.join(crate::app::STORE_FILE))?;
-    let ingest = Ingest::open_locked(config, store, data_dir, Duration::ZERO)?;
-    ingest.import_csv(config, file)
+    open_offline(config, data_dir)?.import_csv(file, site)
 }

@@ -207,6 +207,20 @@ pub struct ReconcileSettings {
     pub dedupe_horizon: Duration,
 }
 
+impl ReconcileSettings {
+    /// The settings of `dcguard.toml`'s `[access]`; the rest at their defaults.
+    pub fn from_config(a: &model::AccessSettings) -> Self {
+        Self {
+            repeated_denied_count: a.repeated_denied_count,
+            repeated_denied_window: a.repeated_denied_window,
+            max_clock_skew: a.max_clock_skew,
+            settle: a.settle,
+            shift_grace: a.shift_grace,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for ReconcileSettings {
     fn default() -> Self {
         Self {
@@ -344,6 +358,48 @@ pub struct Reconciler {
     denied_by_credential: HashMap<Arc<str>, VecDeque<Denial>>,
     denied_by_reader: HashMap<Arc<str>, VecDeque<Denial>>,
     skewed_readers: HashSet<Arc<str>>,
+    trace: Option<Vec<Passage>>,
+}
+
+/// What a granted passage did ([`Reconciler::with_trace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassageKind {
+    /// Entered the site (the first room of a stay).
+    SiteEntry,
+    /// Entered a room while inside the site.
+    RoomEntry,
+    /// Left a room, still inside the site.
+    RoomExit,
+    /// Left the site (the last room of a stay).
+    SiteExit,
+    /// Changed nothing: an exit while not inside, or an entry into a room already entered
+    /// (`anti_passback`).
+    Refused,
+}
+
+/// One granted passage as reconciliation saw it: who (as resolved at site entry), under
+/// which ticket, where. The trace is what visit reports and queries by ticket are built from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Passage {
+    /// The event.
+    pub event: Arc<str>,
+    /// Its effective time.
+    pub at: DateTime<Utc>,
+    pub credential: Arc<str>,
+    pub reader: Arc<str>,
+    /// The reader's room.
+    pub room: String,
+    pub direction: Direction,
+    pub kind: PassageKind,
+    /// Name, when the person was inside (or entered).
+    pub person: Option<String>,
+    /// Staff id or identity number, when resolved.
+    pub person_id: Option<String>,
+    /// Role, when the person was inside (or entered).
+    pub role: Option<OccupantRole>,
+    /// The ticket the stay runs under, when any.
+    pub ticket: Option<String>,
 }
 
 impl Reconciler {
@@ -413,7 +469,25 @@ impl Reconciler {
             denied_by_credential: HashMap::new(),
             denied_by_reader: HashMap::new(),
             skewed_readers: HashSet::new(),
+            trace: None,
         }
+    }
+
+    /// Records every granted passage from now on ([`Reconciler::take_trace`]).
+    #[must_use]
+    pub fn with_trace(mut self) -> Self {
+        self.trace = Some(Vec::new());
+        self
+    }
+
+    /// The passages recorded since the last call (empty without [`Reconciler::with_trace`]).
+    pub fn take_trace(&mut self) -> Vec<Passage> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The site's escort gap (the PIC passes the same reader within this of a third party).
+    pub fn escort_gap(&self) -> Duration {
+        self.gap.to_std().unwrap_or(Duration::ZERO)
     }
 
     /// Replays a period: pushes every event, then one tick at `end`. The same code path as
@@ -651,11 +725,58 @@ impl Reconciler {
                     return;
                 };
                 self.record_pass(&e.reader, &credential, t);
-                match e.direction.unwrap_or(reader.direction) {
+                let before = self
+                    .trace
+                    .is_some()
+                    .then(|| self.occupancy.get(&credential).cloned())
+                    .flatten();
+                let direction = e.direction.unwrap_or(reader.direction);
+                match direction {
                     Direction::Entry => self.entry(e, &credential, t, &reader, tickets, out),
                     Direction::Exit => self.exit(e, &credential, t, &reader, tickets, out),
                 }
+                if self.trace.is_some() {
+                    let passage = self.passage(e, &credential, t, &reader, direction, before);
+                    if let Some(trace) = &mut self.trace {
+                        trace.push(passage);
+                    }
+                }
             }
+        }
+    }
+
+    /// What a granted passage did, for the trace (visit reports, queries by ticket).
+    fn passage(
+        &self,
+        e: &AccessEvent,
+        credential: &Arc<str>,
+        t: DateTime<Utc>,
+        reader: &ReaderInfo,
+        direction: Direction,
+        before: Option<Occupant>,
+    ) -> Passage {
+        let after = self.occupancy.get(credential);
+        let (kind, who) = match (direction, &before, after) {
+            (Direction::Entry, None, Some(a)) => (PassageKind::SiteEntry, Some(a)),
+            (Direction::Entry, Some(_), Some(a)) => (PassageKind::RoomEntry, Some(a)),
+            (Direction::Exit, Some(b), None) => (PassageKind::SiteExit, Some(b)),
+            (Direction::Exit, Some(b), Some(a)) if b.rooms != a.rooms => {
+                (PassageKind::RoomExit, Some(a))
+            }
+            (_, b, a) => (PassageKind::Refused, a.or(b.as_ref())),
+        };
+        Passage {
+            event: e.id.clone(),
+            at: t,
+            credential: credential.clone(),
+            reader: e.reader.clone(),
+            room: reader.room.clone(),
+            direction,
+            kind,
+            person: who.map(|o| o.person.clone()),
+            person_id: who.and_then(|o| o.person_id.clone()),
+            role: who.map(|o| o.role),
+            ticket: who.and_then(|o| o.ticket.clone()),
         }
     }
 

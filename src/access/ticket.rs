@@ -389,7 +389,7 @@ pub enum TicketBookError {
         id: String,
         errors: Vec<TicketError>,
     },
-    #[error("ticket {0}: already exists; expected a new ticket id (use update)")]
+    #[error("ticket {0}: already exists with other content; expected a new ticket id (use update)")]
     Duplicate(String),
     #[error("ticket {0}: not found")]
     NotFound(String),
@@ -397,7 +397,21 @@ pub enum TicketBookError {
     NotActive { id: String, state: TicketState },
 }
 
+/// What a change would do to the book ([`TicketBook::prepare_create`] and friends).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// The change is already in the book (a re-sent create, update, cancel or close): nothing
+    /// to record.
+    Unchanged,
+    /// The revision to record with [`TicketBook::apply`].
+    Record(Box<TicketRevision>),
+}
+
 /// Every ticket with its history, indexed by credential. Pure: times are given by the caller.
+///
+/// A change is validated and turned into a revision by `prepare_*` without touching the book,
+/// so a caller can make the revision durable first and then [`TicketBook::apply`] it; the
+/// one-step `create` / `update` / `cancel` / `close` do both.
 #[derive(Debug, Clone, Default)]
 pub struct TicketBook {
     tickets: BTreeMap<String, VisitTicket>,
@@ -411,54 +425,207 @@ impl TicketBook {
         Self::default()
     }
 
-    /// Records a new approved ticket after validating it against its site.
+    /// Records a new approved ticket after validating it against its site. A re-sent create
+    /// with the same content is accepted and changes nothing.
     pub fn create(
         &mut self,
         ticket: VisitTicket,
         site: &Site,
         at: DateTime<Utc>,
     ) -> Result<&VisitTicket, TicketBookError> {
-        if self.tickets.contains_key(&ticket.id) {
-            return Err(TicketBookError::Duplicate(ticket.id));
-        }
-        validate(&ticket, site).map_err(|errors| TicketBookError::Invalid {
-            id: ticket.id.clone(),
-            errors,
-        })?;
-        let mut ticket = ticket;
-        ticket.state = TicketState::Approved;
-        ticket.history.clear();
-        Ok(self.record(ticket, TicketChange::Created, at))
+        let id = ticket.id.clone();
+        self.prepare_create(ticket, site, at)
+            .map(|p| self.apply_prepared(p, &id))
     }
 
     /// Replaces the content of an approved ticket (rooms, window, people, plan), keeping its
-    /// history.
+    /// history. The same content again changes nothing.
     pub fn update(
         &mut self,
         ticket: VisitTicket,
         site: &Site,
         at: DateTime<Utc>,
     ) -> Result<&VisitTicket, TicketBookError> {
+        let id = ticket.id.clone();
+        self.prepare_update(ticket, site, at)
+            .map(|p| self.apply_prepared(p, &id))
+    }
+
+    /// Cancels an approved ticket (a cancelled one stays as it is).
+    pub fn cancel(&mut self, id: &str, at: DateTime<Utc>) -> Result<&VisitTicket, TicketBookError> {
+        self.prepare_cancel(id, at)
+            .map(|p| self.apply_prepared(p, id))
+    }
+
+    /// Closes an approved ticket after the visit (a closed one stays as it is).
+    pub fn close(&mut self, id: &str, at: DateTime<Utc>) -> Result<&VisitTicket, TicketBookError> {
+        self.prepare_close(id, at)
+            .map(|p| self.apply_prepared(p, id))
+    }
+
+    fn apply_prepared(&mut self, prepared: Prepared, id: &str) -> &VisitTicket {
+        if let Prepared::Record(revision) = prepared {
+            self.apply(*revision);
+        }
+        // Invariant: the ticket existed (Unchanged) or was just recorded.
+        &self.tickets[id]
+    }
+
+    /// Validates a new ticket: `Record` of its first revision, or `Unchanged` when a ticket
+    /// with this id and the same content is already approved (a re-sent create).
+    pub fn prepare_create(
+        &self,
+        ticket: VisitTicket,
+        site: &Site,
+        at: DateTime<Utc>,
+    ) -> Result<Prepared, TicketBookError> {
+        if let Some(old) = self.tickets.get(&ticket.id) {
+            if old.state == TicketState::Approved && same_content(old, &ticket) {
+                return Ok(Prepared::Unchanged);
+            }
+            return Err(TicketBookError::Duplicate(ticket.id));
+        }
+        validate(&ticket, site).map_err(|errors| TicketBookError::Invalid {
+            id: ticket.id.clone(),
+            errors,
+        })?;
+        Ok(Prepared::Record(Box::new(TicketRevision {
+            number: 1,
+            at,
+            change: TicketChange::Created,
+            snapshot: VisitTicket {
+                state: TicketState::Approved,
+                history: Vec::new(),
+                ..ticket
+            },
+        })))
+    }
+
+    /// Validates new content for an approved ticket (`Unchanged` when it is the same).
+    pub fn prepare_update(
+        &self,
+        ticket: VisitTicket,
+        site: &Site,
+        at: DateTime<Utc>,
+    ) -> Result<Prepared, TicketBookError> {
         let old = self.active(&ticket.id)?;
         validate(&ticket, site).map_err(|errors| TicketBookError::Invalid {
             id: ticket.id.clone(),
             errors,
         })?;
-        let history = old.history.clone();
-        let mut ticket = ticket;
-        ticket.state = TicketState::Approved;
+        if same_content(old, &ticket) {
+            return Ok(Prepared::Unchanged);
+        }
+        Ok(Prepared::Record(Box::new(Self::next_revision(
+            old,
+            VisitTicket {
+                state: TicketState::Approved,
+                history: Vec::new(),
+                ..ticket
+            },
+            TicketChange::Updated,
+            at,
+        ))))
+    }
+
+    /// Cancels an approved ticket (`Unchanged` when it is already cancelled).
+    pub fn prepare_cancel(&self, id: &str, at: DateTime<Utc>) -> Result<Prepared, TicketBookError> {
+        self.prepare_transition(id, TicketState::Cancelled, TicketChange::Cancelled, at)
+    }
+
+    /// Closes an approved ticket (`Unchanged` when it is already closed).
+    pub fn prepare_close(&self, id: &str, at: DateTime<Utc>) -> Result<Prepared, TicketBookError> {
+        self.prepare_transition(id, TicketState::Closed, TicketChange::Closed, at)
+    }
+
+    fn prepare_transition(
+        &self,
+        id: &str,
+        state: TicketState,
+        change: TicketChange,
+        at: DateTime<Utc>,
+    ) -> Result<Prepared, TicketBookError> {
+        let current = self
+            .tickets
+            .get(id)
+            .ok_or_else(|| TicketBookError::NotFound(id.to_string()))?;
+        if current.state == state {
+            return Ok(Prepared::Unchanged);
+        }
+        let old = self.active(id)?;
+        let snapshot = VisitTicket {
+            state,
+            ..old.without_history()
+        };
+        Ok(Prepared::Record(Box::new(Self::next_revision(
+            old, snapshot, change, at,
+        ))))
+    }
+
+    /// The revision after `old`: the next number, never earlier than the last revision (a
+    /// clock stepping back must not reorder a ticket's history).
+    fn next_revision(
+        old: &VisitTicket,
+        snapshot: VisitTicket,
+        change: TicketChange,
+        at: DateTime<Utc>,
+    ) -> TicketRevision {
+        let last = old.history.last();
+        TicketRevision {
+            number: last.map_or(1, |r| r.number.saturating_add(1)),
+            at: last.map_or(at, |r| r.at.max(at)),
+            change,
+            snapshot,
+        }
+    }
+
+    /// Records a prepared (or stored) revision: the ticket becomes its snapshot with the
+    /// history so far plus this revision. Used to restore the book from the store, in
+    /// revision order; a revision already recorded (same number) is ignored.
+    pub fn apply(&mut self, revision: TicketRevision) -> &VisitTicket {
+        let id = revision.snapshot.id.clone();
+        let mut history = self
+            .tickets
+            .remove(&id)
+            .map(|t| t.history)
+            .unwrap_or_default();
+        if history.iter().all(|r| r.number != revision.number) {
+            history.push(revision.clone());
+        }
+        let mut ticket = history
+            .last()
+            .map(|r| r.snapshot.clone())
+            .unwrap_or_else(|| revision.snapshot.clone());
         ticket.history = history;
-        Ok(self.record(ticket, TicketChange::Updated, at))
+        for c in ticket.all_credentials() {
+            self.by_credential
+                .entry(c.to_string())
+                .or_default()
+                .insert(id.clone());
+        }
+        self.tickets.insert(id.clone(), ticket);
+        // Invariant: inserted on the line above.
+        &self.tickets[&id]
     }
 
-    /// Cancels an approved ticket.
-    pub fn cancel(&mut self, id: &str, at: DateTime<Utc>) -> Result<&VisitTicket, TicketBookError> {
-        self.transition(id, TicketState::Cancelled, TicketChange::Cancelled, at)
-    }
-
-    /// Closes an approved ticket after the visit.
-    pub fn close(&mut self, id: &str, at: DateTime<Utc>) -> Result<&VisitTicket, TicketBookError> {
-        self.transition(id, TicketState::Closed, TicketChange::Closed, at)
+    /// Removes a ticket and its history (retention of the visitor log). Returns it.
+    pub fn remove(&mut self, id: &str) -> Option<VisitTicket> {
+        let ticket = self.tickets.remove(id)?;
+        let credentials: BTreeSet<&str> = ticket
+            .history
+            .iter()
+            .flat_map(|r| r.snapshot.all_credentials())
+            .chain(ticket.all_credentials())
+            .collect();
+        for c in credentials {
+            if let Some(ids) = self.by_credential.get_mut(c) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_credential.remove(c);
+                }
+            }
+        }
+        Some(ticket)
     }
 
     /// The current version of a ticket.
@@ -484,6 +651,15 @@ impl TicketBook {
     /// True when any ticket (of any site, in any revision) lists this credential.
     pub fn knows_credential(&self, credential: &str) -> bool {
         self.by_credential.contains_key(credential)
+    }
+
+    /// Ids of the tickets that listed this credential in any revision.
+    pub fn tickets_of_credential(&self, credential: &str) -> impl Iterator<Item = &str> {
+        self.by_credential
+            .get(credential)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     /// The tickets of `site` that listed `credential` at time `t`, as they were at `t`.
@@ -515,44 +691,17 @@ impl TicketBook {
         }
         Ok(ticket)
     }
+}
 
-    fn transition(
-        &mut self,
-        id: &str,
-        state: TicketState,
-        change: TicketChange,
-        at: DateTime<Utc>,
-    ) -> Result<&VisitTicket, TicketBookError> {
-        let mut ticket = self.active(id)?.clone();
-        ticket.state = state;
-        Ok(self.record(ticket, change, at))
-    }
-
-    fn record(
-        &mut self,
-        mut ticket: VisitTicket,
-        change: TicketChange,
-        at: DateTime<Utc>,
-    ) -> &VisitTicket {
-        let number = u32::try_from(ticket.history.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1);
-        let snapshot = ticket.without_history();
-        ticket.history.push(TicketRevision {
-            number,
-            at,
-            change,
-            snapshot,
-        });
-        for c in ticket.all_credentials() {
-            self.by_credential
-                .entry(c.to_string())
-                .or_default()
-                .insert(ticket.id.clone());
-        }
-        let id = ticket.id.clone();
-        self.tickets.insert(id.clone(), ticket);
-        // Invariant: inserted on the line above.
-        &self.tickets[&id]
-    }
+/// True when two tickets carry the same content (everything but state and history).
+fn same_content(a: &VisitTicket, b: &VisitTicket) -> bool {
+    a.id == b.id
+        && a.site == b.site
+        && a.rooms == b.rooms
+        && a.window_start == b.window_start
+        && a.window_end == b.window_end
+        && a.pic == b.pic
+        && a.visitors == b.visitors
+        && a.activity_plan == b.activity_plan
+        && a.approver == b.approver
 }

@@ -42,8 +42,14 @@
 //! * **Chattering.** Raises and clears are counted over `chatter_window` (an event exactly one
 //!   window old no longer counts); `chatter_transitions` of them flag the alarm chattering. While
 //!   it chatters its open incident is not resolved and a raise joins it (`Update`) instead of
-//!   opening another, so a chattering alarm yields at most one incident while it chatters; when
-//!   the count falls below the threshold the held incident is resolved if the alarm is clear.
+//!   opening another. The incident is held the same way while the window holds two or more
+//!   changes (a clear soon after the raise may be the start of chattering): so a chattering
+//!   alarm yields at most one incident per episode, the one its first raise opened, instead of
+//!   one per toggle until the flag trips. When the window holds at most one change (the clear)
+//!   and the alarm is not chattering, the held incident is resolved if the alarm is clear
+//!   (cause `ChatterEnded`). The cost: the incident of an activation shorter than the window
+//!   resolves when the raise leaves the window, not at the clear. `chatter_transitions = 0`
+//!   turns both off.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -213,10 +219,18 @@ impl Alarm {
         self.shelf.is_some() || self.out_of_service.is_some() || env.suppressed(self).is_some()
     }
 
+    /// True while the open incident is held instead of resolved: the alarm chatters, or it
+    /// changed more than once within the chatter window (a clear soon after its raise may be
+    /// the start of chattering: resolving now and opening again at the next raise would give
+    /// one ticket per toggle until the flag trips). Off when chatter detection is (n = 0).
+    fn holds_incident(&self) -> bool {
+        self.chattering || (self.params.chatter_transitions > 0 && self.chatter.len() >= 2)
+    }
+
     /// True when an incident signal (open or resolve) is due without any state change.
     fn signal_due(&self, env: &Env<'_>) -> bool {
         match self.incident {
-            Some(_) => !self.state.is_active() && !self.chattering,
+            Some(_) => !self.state.is_active() && !self.holds_incident(),
             None => {
                 self.state.is_active()
                     && self.incident_for != self.activation
@@ -242,7 +256,7 @@ impl Alarm {
             self.shelf.is_some() || self.out_of_service.is_some() || suppressed.is_some();
         let before = self.incident;
         let incident = match self.incident {
-            Some(_) if !to.is_active() && !self.chattering => {
+            Some(_) if !to.is_active() && !self.holds_incident() => {
                 self.incident = None;
                 Some(IncidentSignal::Resolve)
             }
@@ -288,8 +302,8 @@ impl Alarm {
         self.prune_chatter(now);
     }
 
-    /// Forgets changes a window old or older; updates the flag. True when chattering ended.
-    fn prune_chatter(&mut self, now: DateTime<Utc>) -> bool {
+    /// Forgets changes a window old or older; updates the flag.
+    fn prune_chatter(&mut self, now: DateTime<Utc>) {
         let window = self.params.chatter_window;
         while self
             .chatter
@@ -304,7 +318,6 @@ impl Alarm {
         if self.chattering && !was {
             self.chatter_episodes += 1;
         }
-        was && !self.chattering
     }
 
     fn raise(&mut self, env: &Env<'_>, cause: Cause, out: &mut Vec<Transition>) {
@@ -369,9 +382,11 @@ impl Alarm {
             self.emit(env, self.state, Cause::ShelveExpired, None, None, out);
         }
         self.complete_delays(env, Cause::DelayElapsed, out);
-        let chatter_ended = self.prune_chatter(env.now);
+        let held = self.holds_incident();
+        self.prune_chatter(env.now);
+        let hold_ended = held && !self.holds_incident();
         if self.signal_due(env) {
-            let cause = if chatter_ended {
+            let cause = if hold_ended {
                 Cause::ChatterEnded
             } else {
                 Cause::MaintenanceEnded

@@ -22,10 +22,12 @@
 //!   and re-applying the same active conditions raises no new incident.
 //! * [`Kpis`] (`kpi`): annunciations per 10 min and floods per site, standing and chattering
 //!   alarms, top bad actors.
+//! * [`internal`]: the daemon's own alarms (pseudo-site `daemon`): incident delivery failing.
 //! * `suppression`: maintenance windows and suppression by design, which never cover Fire or
 //!   Water alarms.
 
 pub mod book;
+pub mod internal;
 pub mod kpi;
 mod names;
 pub mod suppression;

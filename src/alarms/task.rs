@@ -202,6 +202,9 @@ pub enum AlarmInput {
     },
     /// Evaluate and tick at an explicit instant (tests; the task ticks itself too).
     Tick(DateTime<Utc>),
+    /// A condition of the daemon itself ([`internal`](super::internal)), e.g. incident
+    /// delivery failing; kept and re-applied at every evaluation until replaced.
+    Internal(Condition),
 }
 
 /// Why an operator action failed.
@@ -227,6 +230,8 @@ pub struct AlarmView {
     pub incidents: Vec<Incident>,
     /// Alarm-management KPIs.
     pub kpis: Option<Kpis>,
+    /// Maintenance windows planned or running.
+    pub windows: Vec<MaintenanceWindow>,
 }
 
 /// Sends operator actions to the task and reads its view. Cheap to clone.
@@ -330,6 +335,56 @@ impl AlarmHandle {
         self.ask(|reply| AlarmInput::MaintenanceWindowEnd { id, reply })
             .await
     }
+
+    /// Reports a condition of the daemon itself (no answer: it is applied in order with
+    /// everything else and committed with the next batch).
+    pub async fn report(&self, condition: Condition) -> Result<(), CommandError> {
+        self.commands
+            .send(AlarmInput::Internal(condition))
+            .await
+            .map_err(|_| CommandError::Stopped)
+    }
+}
+
+/// Watches the dispatchers' status and reports one "incident delivery failing" condition
+/// per adapter to the alarm task: at start (so an alarm restored active clears once
+/// delivery works), whenever it changes (failing or not, parked count), and checks the
+/// grace period twice a second. Ends on `cancel` or when the alarm task has stopped.
+pub fn watch_delivery(
+    handle: AlarmHandle,
+    statuses: Vec<watch::Receiver<crate::incidents::dispatcher::DispatcherStatus>>,
+    grace: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last: Vec<Option<(bool, u64)>> = vec![None; statuses.len()];
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Utc::now();
+            for (status, last) in statuses.iter().zip(last.iter_mut()) {
+                let condition = {
+                    let s = status.borrow();
+                    super::internal::delivery_condition(&s, now, grace)
+                };
+                let seen = (
+                    condition.verdict == crate::rules::condition::Verdict::Active,
+                    condition.value.unwrap_or(0.0) as u64,
+                );
+                if *last == Some(seen) {
+                    continue;
+                }
+                *last = Some(seen);
+                if handle.report(condition).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
 }
 
 /// Why the task could not start.
@@ -412,6 +467,8 @@ pub struct Core {
     incidents: IncidentBook,
     params: HashMap<&'static str, AlarmParams>,
     hook: Option<ParamsHook>,
+    /// The daemon's own conditions, latest per key, re-applied at every evaluation.
+    internal: std::collections::BTreeMap<crate::rules::ConditionKey, Condition>,
     /// `pac.operating_state` points -> (site, device).
     pac_states: HashMap<PointId, (String, String)>,
     keep_resolved: TimeDelta,
@@ -461,9 +518,11 @@ impl Core {
             ),
             params: catalogue::CATALOGUE
                 .iter()
+                .chain(super::internal::INTERNAL)
                 .map(|r| (r.id, r.params.clone()))
                 .collect(),
             hook: options.params.clone(),
+            internal: std::collections::BTreeMap::new(),
             pac_states,
             keep_resolved: options.keep_resolved,
             policy: config.priority.clone(),
@@ -556,11 +615,23 @@ impl Core {
                 tracing::warn!(rule = c.key.rule, "A condition of an unknown rule ignored.");
                 continue;
             };
-            let ts = match &self.hook {
-                Some(hook) => self.book.apply(c, &hook(c, base.clone()), now),
-                None => self.book.apply(c, base, now),
+            let overrides = self.engine.overrides();
+            let ts = match (&self.hook, overrides.is_empty()) {
+                (None, true) => self.book.apply(c, base, now),
+                (hook, _) => {
+                    let p = overrides.for_condition(c).params(base.clone());
+                    let p = match hook {
+                        Some(hook) => hook(c, p),
+                        None => p,
+                    };
+                    self.book.apply(c, &p, now)
+                }
             };
             self.take(ts, now, pending);
+        }
+        let internal: Vec<Condition> = self.internal.values().cloned().collect();
+        for c in &internal {
+            self.apply_internal(c, now, pending);
         }
         let ts = self.book.tick(now);
         self.take(ts, now, pending);
@@ -570,6 +641,45 @@ impl Core {
         }
         self.book.prune_windows(now);
         pending.dirty = true;
+    }
+
+    /// Applies a condition of the daemon itself with its rule's parameters (no overrides,
+    /// no test hook: the grace period is in the condition).
+    fn apply_internal(&mut self, c: &Condition, now: DateTime<Utc>, pending: &mut Pending) {
+        let Some(params) = self.params.get(c.key.rule) else {
+            tracing::warn!(
+                rule = c.key.rule,
+                "An internal condition of an unknown rule ignored."
+            );
+            return;
+        };
+        let ts = self.book.apply(c, params, now);
+        self.take(ts, now, pending);
+    }
+
+    /// Takes a new condition of the daemon itself: logs a change of verdict, keeps it for
+    /// the next evaluations and applies it now.
+    fn internal(&mut self, c: Condition, now: DateTime<Utc>, pending: &mut Pending) {
+        let active = c.verdict == crate::rules::condition::Verdict::Active;
+        let was = self
+            .internal
+            .get(&c.key)
+            .map(|old| old.verdict == crate::rules::condition::Verdict::Active);
+        match (was, active) {
+            (Some(false) | None, true) => tracing::warn!(
+                alarm = %format!("{}/{}/{}", c.key.site, c.key.rule, c.key.scope),
+                summary = %c.summary,
+                "Internal alarm raised."
+            ),
+            (Some(true), false) => tracing::info!(
+                alarm = %format!("{}/{}/{}", c.key.site, c.key.rule, c.key.scope),
+                summary = %c.summary,
+                "Internal alarm cleared."
+            ),
+            _ => {}
+        }
+        self.apply_internal(&c, now, pending);
+        self.internal.insert(c.key.clone(), c);
     }
 
     /// Maps alarm transitions onto the incident book and queues both.
@@ -582,6 +692,10 @@ impl Core {
     }
 
     fn signal(&mut self, t: &Transition, now: DateTime<Utc>) -> Vec<IncidentTransition> {
+        // The daemon's own alarms open no incident (see `internal`).
+        if super::internal::is_internal(&t.key.site) {
+            return Vec::new();
+        }
         let alarm = AlarmId {
             rule: &t.key.rule,
             site: &t.key.site,
@@ -673,6 +787,10 @@ impl Core {
                 self.evaluate(at, pending);
                 return None;
             }
+            AlarmInput::Internal(c) => {
+                self.internal(c, now, pending);
+                return None;
+            }
         };
         match result {
             Ok(ts) => {
@@ -704,6 +822,7 @@ impl Core {
                 .cloned()
                 .collect(),
             kpis: at.map(|now| self.book.kpis(now)),
+            windows: self.book.windows().to_vec(),
         }
     }
 
@@ -1089,7 +1208,21 @@ mod tests {
         };
         let ts = core.book.apply(&clear, &params, at(10));
         core.take(ts, at(10), &mut pending);
+        // A clear 10 s after the raise may be the start of chattering: the incident is held
+        // until the raise leaves the chatter window (600 s), then resolved.
+        assert_eq!(
+            core.incidents.incidents()[0].state,
+            IncidentState::Acknowledged
+        );
+        let ts = core.book.tick(at(599));
+        core.take(ts, at(599), &mut pending);
+        assert_eq!(
+            core.incidents.incidents()[0].state,
+            IncidentState::Acknowledged
+        );
+        let ts = core.book.tick(at(600));
+        core.take(ts, at(600), &mut pending);
         assert_eq!(core.incidents.incidents()[0].state, IncidentState::Resolved);
-        assert!(core.view(Some(at(10))).incidents.is_empty());
+        assert!(core.view(Some(at(600))).incidents.is_empty());
     }
 }

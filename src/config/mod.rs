@@ -16,6 +16,7 @@ mod validate;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -301,6 +302,16 @@ pub struct Summary {
 }
 
 impl Config {
+    /// How the poller treats `endpoint`: `[modbus]` with the overrides of the site that
+    /// lists it in `[[modbus_endpoints]]` (validation allows one site per endpoint).
+    pub fn endpoint_settings(&self, endpoint: SocketAddr) -> model::EndpointSettings {
+        let base = self.modbus.endpoint;
+        self.sites
+            .iter()
+            .find_map(|s| s.modbus_endpoints.get(&endpoint))
+            .map_or(base, |o| o.apply(base))
+    }
+
     /// Counts per site and in total.
     pub fn summary(&self) -> Summary {
         let mut all_endpoints = BTreeSet::new();

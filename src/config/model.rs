@@ -39,6 +39,12 @@ pub struct Config {
     pub dispatch: Dispatch,
     /// `[auth]`, when present.
     pub auth: Option<Auth>,
+    /// `[access]` of `dcguard.toml` (defaults when absent).
+    pub access: AccessSettings,
+    /// `[modbus]` (defaults when absent).
+    pub modbus: ModbusPolling,
+    /// `[alarms]`: alarm-management settings.
+    pub alarms: AlarmSettings,
     /// Every profile, by id.
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// The sites, in file-name order.
@@ -314,6 +320,21 @@ pub struct PagerDuty {
     pub routing_key: Option<SecretRef>,
 }
 
+/// `[alarms]` of `dcguard.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmSettings {
+    /// Longest shelve an operator may ask for (default 8 h).
+    pub shelve_max: Duration,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        AlarmSettings {
+            shelve_max: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
 /// `[ticketing.dispatch]`: delivery settings shared by every adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dispatch {
@@ -327,6 +348,8 @@ pub struct Dispatch {
     pub max_in_flight: usize,
     /// An undelivered transition older than this is parked instead of retried.
     pub retry_horizon: Duration,
+    /// Attempts failing this long raise "incident delivery failing" (parked: at once).
+    pub delivery_failing_after: Duration,
 }
 
 impl Default for Dispatch {
@@ -337,6 +360,135 @@ impl Default for Dispatch {
             retry_max: Duration::from_secs(300),
             max_in_flight: 4,
             retry_horizon: Duration::from_secs(12 * 3600),
+            delivery_failing_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Least access log retention, months (PCI DSS v4.0 10.5.1: audit log history for at least
+/// 12 months).
+pub const MIN_ACCESS_LOG_RETENTION_MONTHS: u32 = 12;
+/// Least visitor log retention, months (PCI DSS v4.0 9.3.4: visitor log for at least three
+/// months).
+pub const MIN_VISITOR_LOG_RETENTION_MONTHS: u32 = 3;
+
+/// `[access]` of `dcguard.toml`: daemon-wide reconciliation thresholds and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// Out-of-order tolerance of live reconciliation.
+    pub settle: Duration,
+    /// A reader clock further than this from the receive time is `clock_skew`.
+    pub max_clock_skew: Duration,
+    /// `repeated_denied`: this many denials ...
+    pub repeated_denied_count: usize,
+    /// ... within this window.
+    pub repeated_denied_window: Duration,
+    /// Staff count as on shift this long before and after their shift.
+    pub shift_grace: Duration,
+    /// Months the access log (events, findings, reviews, audit chain) is kept.
+    pub access_log_retention_months: u32,
+    /// Months the visitor log (tickets with history, visit reports) is kept after the visit.
+    pub visitor_log_retention_months: u32,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        AccessSettings {
+            settle: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(300),
+            repeated_denied_count: 3,
+            repeated_denied_window: Duration::from_secs(300),
+            shift_grace: Duration::from_secs(3600),
+            access_log_retention_months: 12,
+            visitor_log_retention_months: 12,
+        }
+    }
+}
+
+/// `[modbus]`: how the poller talks to Modbus endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusPolling {
+    /// Longest wait for one response.
+    pub request_timeout: Duration,
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// First wait after a failed connection or a unit that stopped answering.
+    pub backoff_min: Duration,
+    /// Longest such wait.
+    pub backoff_max: Duration,
+    /// Retries after exception 0x06 (busy).
+    pub busy_retries: u32,
+    /// Wait before each busy retry.
+    pub busy_retry_delay: Duration,
+    /// Settings of every endpoint a site does not list in `[[modbus_endpoints]]`.
+    pub endpoint: EndpointSettings,
+}
+
+impl Default for ModbusPolling {
+    /// 1 s per request, 3 s per connect, backoff 1 s to 30 s, 3 busy retries 100 ms
+    /// apart, and [`EndpointSettings::default`].
+    fn default() -> Self {
+        ModbusPolling {
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            busy_retries: 3,
+            busy_retry_delay: Duration::from_millis(100),
+            endpoint: EndpointSettings::default(),
+        }
+    }
+}
+
+/// How the poller treats one Modbus endpoint (a device or a gateway at `IP:PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSettings {
+    /// Connections to the endpoint, at least 1. Each carries one request at a time; the
+    /// units behind the endpoint are spread over them.
+    pub max_connections: u8,
+    /// Quiet time between two requests on a connection.
+    pub pause_between_requests: Duration,
+    /// Close the connection after every scan.
+    pub close_after_scan: bool,
+    /// Longest wait for one response; `None`: `[modbus] request_timeout_ms`.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for EndpointSettings {
+    /// One connection, no pause, kept open, the daemon-wide request timeout.
+    fn default() -> Self {
+        EndpointSettings {
+            max_connections: 1,
+            pause_between_requests: Duration::ZERO,
+            close_after_scan: false,
+            request_timeout: None,
+        }
+    }
+}
+
+/// A site's `[[modbus_endpoints]]` entry: what it changes of `[modbus]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointOverrides {
+    /// `max_connections`.
+    pub max_connections: Option<u8>,
+    /// `pause_between_requests_ms`.
+    pub pause_between_requests: Option<Duration>,
+    /// `close_after_scan`.
+    pub close_after_scan: Option<bool>,
+    /// `request_timeout_ms`.
+    pub request_timeout: Option<Duration>,
+}
+
+impl EndpointOverrides {
+    /// `base` with these overrides applied.
+    pub fn apply(&self, base: EndpointSettings) -> EndpointSettings {
+        EndpointSettings {
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            pause_between_requests: self
+                .pause_between_requests
+                .unwrap_or(base.pause_between_requests),
+            close_after_scan: self.close_after_scan.unwrap_or(base.close_after_scan),
+            request_timeout: self.request_timeout.or(base.request_timeout),
         }
     }
 }
@@ -346,6 +498,19 @@ impl Default for Dispatch {
 pub struct Auth {
     /// The tokens file or variable.
     pub tokens: SecretRef,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
+}
+
+/// `[auth] metrics_access`: who may read `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Any client connected from a loopback address, without a token (the default: the
+    /// Prometheus on the same host, or a reverse proxy that adds its own access control).
+    #[default]
+    Loopback,
+    /// A bearer token of a role the access matrix allows, from any address.
+    Token,
 }
 
 /// Redundancy of a plant (UPS, gensets, cooling).
@@ -1027,6 +1192,8 @@ pub enum DeviceTransport {
         unit: u8,
         /// Interval per class (profile `[poll]`, `poll_interval_secs` overriding normal).
         poll: PollIntervals,
+        /// `modbus.request_timeout_ms` of the device, overriding its endpoint's.
+        request_timeout: Option<Duration>,
     },
     /// MQTT.
     Mqtt {
@@ -1113,6 +1280,10 @@ pub struct Site {
     pub racks: Vec<Rack>,
     /// Devices, rack meters expanded.
     pub devices: Vec<Device>,
+    /// `[[modbus_endpoints]]`: per-endpoint overrides of `[modbus]`.
+    pub modbus_endpoints: BTreeMap<SocketAddr, EndpointOverrides>,
+    /// `[[rule_overrides]]`: the catalogue's defaults changed for this site or a part of it.
+    pub rule_overrides: Vec<crate::rules::overrides::RuleOverride>,
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ fn default_true() -> bool {
     true
 }
 fn default_escort_max_gap_secs() -> u64 {
-    60
+    30
 }
 fn default_grace_min() -> u64 {
     30
@@ -81,6 +81,111 @@ pub struct RawDaemonFile {
     pub ticketing: Option<RawTicketing>,
     /// API authentication.
     pub auth: Option<RawAuth>,
+    /// Access reconciliation and retention (all keys optional).
+    pub access: Option<RawAccessSettings>,
+    /// How the Modbus poller talks to devices (defaults when absent).
+    pub modbus: Option<RawModbus>,
+    /// Alarm-management settings (defaults when absent).
+    pub alarms: Option<RawAlarms>,
+}
+
+fn default_shelve_max_h() -> u64 {
+    8
+}
+
+/// `[alarms]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarms {
+    /// Longest shelve an operator may ask for, hours, 1..=168 (default 8: one shift).
+    #[serde(default = "default_shelve_max_h")]
+    pub shelve_max_h: u64,
+}
+
+impl Default for RawAlarms {
+    fn default() -> Self {
+        RawAlarms {
+            shelve_max_h: default_shelve_max_h(),
+        }
+    }
+}
+
+fn default_modbus_request_timeout_ms() -> u64 {
+    1000
+}
+fn default_modbus_connect_timeout_ms() -> u64 {
+    3000
+}
+fn default_modbus_backoff_min_ms() -> u64 {
+    1000
+}
+fn default_modbus_backoff_max_secs() -> u64 {
+    30
+}
+fn default_modbus_busy_retries() -> u32 {
+    3
+}
+fn default_modbus_busy_retry_delay_ms() -> u64 {
+    100
+}
+fn default_modbus_max_connections() -> u8 {
+    1
+}
+
+/// `[modbus]`: how the poller talks to every Modbus endpoint (a device or a gateway),
+/// unless a site's `[[modbus_endpoints]]` or a device says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModbus {
+    /// Longest wait for one response, ms, 10..=60000 (default 1000). A timeout drops the
+    /// connection (a late reply is never taken for the next request).
+    #[serde(default = "default_modbus_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Longest wait for a TCP connection, ms, 10..=60000 (default 3000).
+    #[serde(default = "default_modbus_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// First wait after a failed connection, or after a unit stopped answering, ms,
+    /// 10..=60000 (default 1000); it doubles, with up to 20 % taken off at random.
+    #[serde(default = "default_modbus_backoff_min_ms")]
+    pub backoff_min_ms: u64,
+    /// Longest of those waits, seconds, 1..=3600 and not below `backoff_min_ms`
+    /// (default 30).
+    #[serde(default = "default_modbus_backoff_max_secs")]
+    pub backoff_max_secs: u64,
+    /// Retries after exception 0x06 (device busy), 0..=10 (default 3).
+    #[serde(default = "default_modbus_busy_retries")]
+    pub busy_retries: u32,
+    /// Wait before each busy retry, ms, 0..=10000 (default 100).
+    #[serde(default = "default_modbus_busy_retry_delay_ms")]
+    pub busy_retry_delay_ms: u64,
+    /// Connections per endpoint, 1..=16 (default 1). Each connection carries one request
+    /// at a time; the units behind an endpoint are spread over its connections.
+    #[serde(default = "default_modbus_max_connections")]
+    pub max_connections_per_endpoint: u8,
+    /// Quiet time between two requests on a connection, ms, 0..=10000 (default 0), for
+    /// slow serial gateways.
+    #[serde(default)]
+    pub pause_between_requests_ms: u64,
+    /// Close the connection after every scan (default false), for devices with few
+    /// sockets shared with other masters.
+    #[serde(default)]
+    pub close_after_scan: bool,
+}
+
+impl Default for RawModbus {
+    fn default() -> Self {
+        RawModbus {
+            request_timeout_ms: default_modbus_request_timeout_ms(),
+            connect_timeout_ms: default_modbus_connect_timeout_ms(),
+            backoff_min_ms: default_modbus_backoff_min_ms(),
+            backoff_max_secs: default_modbus_backoff_max_secs(),
+            busy_retries: default_modbus_busy_retries(),
+            busy_retry_delay_ms: default_modbus_busy_retry_delay_ms(),
+            max_connections_per_endpoint: default_modbus_max_connections(),
+            pause_between_requests_ms: 0,
+            close_after_scan: false,
+        }
+    }
 }
 
 /// `[daemon]`.
@@ -296,6 +401,9 @@ fn default_max_in_flight() -> usize {
 fn default_retry_horizon_h() -> u64 {
     12
 }
+fn default_delivery_failing_after_secs() -> u64 {
+    60
+}
 
 /// `[ticketing.servicenow]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +467,10 @@ pub struct RawDispatch {
     /// never comes after the receiver forgot the key.
     #[serde(default = "default_retry_horizon_h")]
     pub retry_horizon_h: u64,
+    /// Attempts failing this long without a delivery raise the internal "incident delivery
+    /// failing" alarm (a parked transition raises it at once), seconds, 1..=3600 (default 60).
+    #[serde(default = "default_delivery_failing_after_secs")]
+    pub delivery_failing_after_secs: u64,
 }
 
 impl Default for RawDispatch {
@@ -369,6 +481,7 @@ impl Default for RawDispatch {
             retry_max_secs: default_retry_max_secs(),
             max_in_flight: default_max_in_flight(),
             retry_horizon_h: default_retry_horizon_h(),
+            delivery_failing_after_secs: default_delivery_failing_after_secs(),
         }
     }
 }
@@ -388,6 +501,73 @@ pub struct RawWebhook {
     pub hmac_secret_file: Option<String>,
 }
 
+/// `[access]` of `dcguard.toml`: daemon-wide access settings (the per-site policy is in
+/// the site files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessSettings {
+    /// Out-of-order tolerance of live reconciliation, seconds, 0..=30 (default 10).
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+    /// A reader clock further than this from the receive time is `clock_skew`, seconds,
+    /// at least 1 (default 300).
+    #[serde(default = "default_max_clock_skew_secs")]
+    pub max_clock_skew_secs: u64,
+    /// `repeated_denied`: this many denials (at least 2, default 3) ...
+    #[serde(default = "default_repeated_denied_count")]
+    pub repeated_denied_count: u64,
+    /// ... within this many minutes, by one credential or at one reader (default 5).
+    #[serde(default = "default_repeated_denied_window_min")]
+    pub repeated_denied_window_min: u64,
+    /// Staff count as on shift this many minutes before and after their shift (default 60).
+    #[serde(default = "default_shift_grace_min")]
+    pub shift_grace_min: u64,
+    /// Access log (events, findings, reviews, the audit chain) kept this many months, at
+    /// least 12 (PCI DSS 10.5.1; default 12).
+    #[serde(default = "default_access_log_retention_months")]
+    pub access_log_retention_months: u32,
+    /// Visitor log (visit tickets, their history and visit reports) kept this many months
+    /// after the visit, at least 3 (PCI DSS 9.3.4; default 12).
+    #[serde(default = "default_visitor_log_retention_months")]
+    pub visitor_log_retention_months: u32,
+}
+
+impl Default for RawAccessSettings {
+    fn default() -> Self {
+        RawAccessSettings {
+            settle_secs: default_settle_secs(),
+            max_clock_skew_secs: default_max_clock_skew_secs(),
+            repeated_denied_count: default_repeated_denied_count(),
+            repeated_denied_window_min: default_repeated_denied_window_min(),
+            shift_grace_min: default_shift_grace_min(),
+            access_log_retention_months: default_access_log_retention_months(),
+            visitor_log_retention_months: default_visitor_log_retention_months(),
+        }
+    }
+}
+
+fn default_settle_secs() -> u64 {
+    10
+}
+fn default_max_clock_skew_secs() -> u64 {
+    300
+}
+fn default_repeated_denied_count() -> u64 {
+    3
+}
+fn default_repeated_denied_window_min() -> u64 {
+    5
+}
+fn default_shift_grace_min() -> u64 {
+    60
+}
+fn default_access_log_retention_months() -> u32 {
+    12
+}
+fn default_visitor_log_retention_months() -> u32 {
+    12
+}
+
 /// `[auth]`: exactly one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,6 +576,9 @@ pub struct RawAuth {
     pub tokens_file: Option<String>,
     /// Environment variable holding that file's content.
     pub tokens_env: Option<String>,
+    /// Who may read `/metrics`: `"loopback"` (default: any client on a loopback address,
+    /// no token) or `"token"` (a bearer token of a role allowed by the access matrix).
+    pub metrics_access: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,6 +605,55 @@ pub struct RawSiteFile {
     /// Other devices.
     #[serde(default)]
     pub devices: Vec<RawDevice>,
+    /// Settings of individual Modbus endpoints (fragile devices, gateways that allow
+    /// more than one connection); the others follow `[modbus]` of `dcguard.toml`.
+    #[serde(default)]
+    pub modbus_endpoints: Vec<RawModbusEndpoint>,
+    /// Overrides of the rule catalogue's defaults for this site, a room, a rack or a device.
+    #[serde(default)]
+    pub rule_overrides: Vec<RawRuleOverride>,
+}
+
+/// `[[rule_overrides]]`: one rule's defaults changed for this site or a part of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleOverride {
+    /// The rule id of the catalogue, e.g. `hall_temperature_high`.
+    pub rule: String,
+    /// Only this room (at most one of `room`, `rack`, `device`; none: the whole site).
+    pub room: Option<String>,
+    /// Only this rack.
+    pub rack: Option<String>,
+    /// Only this device.
+    pub device: Option<String>,
+    /// `false` disables the rule there.
+    pub enabled: Option<bool>,
+    /// Priority of its incidents, `P1`..`P5`.
+    pub priority: Option<Priority>,
+    /// Threshold in the rule's unit (numeric rules only).
+    pub limit: Option<f64>,
+    /// On-delay, seconds.
+    pub on_delay_secs: Option<u64>,
+    /// Off-delay, seconds.
+    pub off_delay_secs: Option<u64>,
+    /// Deadband in the rule's unit.
+    pub deadband: Option<f64>,
+}
+
+/// `[[modbus_endpoints]]`: overrides of `[modbus]` for one endpoint of this site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModbusEndpoint {
+    /// The endpoint, `IP:PORT`, as the site's devices or rack meters name it.
+    pub endpoint: String,
+    /// Connections to it, 1..=16.
+    pub max_connections: Option<u8>,
+    /// Quiet time between two requests on a connection, ms, 0..=10000.
+    pub pause_between_requests_ms: Option<u64>,
+    /// Close the connection after every scan.
+    pub close_after_scan: Option<bool>,
+    /// Longest wait for one response, ms, 10..=60000.
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// `[site]`.
@@ -530,7 +762,7 @@ pub struct RawAccess {
     /// A technical escort officer inside during every visit (default true).
     #[serde(default = "default_true")]
     pub technical_escort_required: bool,
-    /// The PIC must pass the same reader within this of the third party (default 60).
+    /// The PIC must pass the same reader within this of the third party (default 30).
     #[serde(default = "default_escort_max_gap_secs")]
     pub escort_max_gap_secs: u64,
     /// Entry allowed this long before the ticket window, minutes (default 30).
@@ -666,6 +898,9 @@ pub struct RawModbusAddress {
     pub endpoint: String,
     /// Unit id.
     pub unit: u8,
+    /// Longest wait for one response of this unit, ms, 10..=60000 (a slow device behind a
+    /// gateway); default: the endpoint's.
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// `mqtt = { broker, topic }`.

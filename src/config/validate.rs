@@ -18,6 +18,7 @@ use super::error::ConfigError;
 use super::locate::{Locator, Segment, segments};
 use super::model::*;
 use super::raw::*;
+use crate::rules::overrides::RuleOverride;
 
 /// One parsed file: where it is, how to find lines in it, what was skipped.
 #[derive(Debug)]
@@ -256,9 +257,45 @@ fn secret_ref(
             if f.is_empty() {
                 errors.push(src.err(format!("{path}{name}_file"), "\"\"", "a file path"));
             }
-            Some(SecretRef::File(PathBuf::from(f)))
+            match credential_path(f, std::env::var_os(CREDENTIALS_DIRECTORY).as_deref()) {
+                Ok(file) => Some(SecretRef::File(file)),
+                Err(expected) => {
+                    errors.push(src.err(format!("{path}{name}_file"), q(f), expected));
+                    None
+                }
+            }
         }
         (None, None) => None,
+    }
+}
+
+/// The variable systemd sets to the service's credentials directory (`LoadCredential=`).
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// The path of a `*_file` secret: a value starting with `$CREDENTIALS_DIRECTORY/` (or
+/// `${CREDENTIALS_DIRECTORY}/`) is a systemd credential, resolved in `credentials_dir`,
+/// the variable's value. Unset (check-config from a shell), the path stays as written and
+/// reading it at start fails naming it. No other variable is expanded: a path starting
+/// with another `$` is an error rather than a file name nobody meant.
+fn credential_path(
+    file: &str,
+    credentials_dir: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, &'static str> {
+    let name = ["$CREDENTIALS_DIRECTORY/", "${CREDENTIALS_DIRECTORY}/"]
+        .iter()
+        .find_map(|prefix| file.strip_prefix(prefix));
+    match name {
+        Some(name) if name.is_empty() || name.contains('/') => {
+            Err("$CREDENTIALS_DIRECTORY/ followed by a credential name (no further /)")
+        }
+        Some(name) => Ok(match credentials_dir.filter(|dir| !dir.is_empty()) {
+            Some(dir) => Path::new(dir).join(name),
+            None => PathBuf::from(file),
+        }),
+        None if file.starts_with('$') => Err(
+            "a file path; the only variable expanded is $CREDENTIALS_DIRECTORY (systemd credentials)",
+        ),
+        None => Ok(PathBuf::from(file)),
     }
 }
 
@@ -298,10 +335,12 @@ pub(crate) fn validate(parsed: &Parsed, errors: &mut Vec<ConfigError>) -> Option
         brokers: &brokers,
         broken_brokers: &broken_brokers,
         daemon_parsed: daemon.is_some(),
+        priority: daemon.as_ref().and_then(|d| d.priority.as_ref()),
     };
     let mut sites = Vec::new();
     let mut endpoints: HashMap<(SocketAddr, u8), String> = HashMap::new();
     let mut site_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut tuned_endpoints: HashMap<SocketAddr, String> = HashMap::new();
     for (src, raw) in &parsed.sites {
         let Some(raw) = raw else { continue };
         if let Some(site) = &raw.site {
@@ -316,6 +355,26 @@ pub(crate) fn validate(parsed: &Parsed, errors: &mut Vec<ConfigError>) -> Option
             }
         }
         if let Some(site) = validate_site(src, raw, &refs, &mut endpoints, errors) {
+            // An endpoint's settings come from one site only (twice in one site is
+            // reported by `validate_modbus_endpoints`).
+            let mut this_site = BTreeSet::new();
+            for (i, e) in src.live("modbus_endpoints", &raw.modbus_endpoints) {
+                let Ok(addr) = e.endpoint.parse::<SocketAddr>() else {
+                    continue;
+                };
+                if !site.modbus_endpoints.contains_key(&addr) || !this_site.insert(addr) {
+                    continue;
+                }
+                if let Some(first) = tuned_endpoints.get(&addr) {
+                    errors.push(src.err(
+                        format!("modbus_endpoints[{i}].endpoint"),
+                        format!("{addr}, already listed by {first}"),
+                        "each endpoint in the [[modbus_endpoints]] of one site only",
+                    ));
+                } else {
+                    tuned_endpoints.insert(addr, src.rel.clone());
+                }
+            }
             sites.push(site);
         }
     }
@@ -334,6 +393,9 @@ pub(crate) fn validate(parsed: &Parsed, errors: &mut Vec<ConfigError>) -> Option
         pagerduty: d.pagerduty,
         dispatch: d.dispatch,
         auth: d.auth,
+        access: d.access,
+        modbus: d.modbus,
+        alarms: d.alarms,
         profiles,
         sites,
     })
@@ -353,6 +415,121 @@ struct DaemonPart {
     pagerduty: Option<PagerDuty>,
     dispatch: Dispatch,
     auth: Option<Auth>,
+    access: AccessSettings,
+    modbus: ModbusPolling,
+    alarms: AlarmSettings,
+}
+
+/// Reports `value` at `path` unless it is within `range`; `expected` says what is.
+fn within<T>(
+    src: &Source,
+    path: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &str,
+    errors: &mut Vec<ConfigError>,
+) -> bool
+where
+    T: PartialOrd + ToString,
+{
+    let ok = range.contains(&value);
+    if !ok {
+        errors.push(src.err(path, value.to_string(), expected));
+    }
+    ok
+}
+
+/// Ranges of the Modbus timing keys, shared by `[modbus]`, `[[modbus_endpoints]]` and
+/// devices.
+const REQUEST_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+const REQUEST_TIMEOUT_EXPECTED: &str = "10 to 60000 ms";
+const MAX_CONNECTIONS: std::ops::RangeInclusive<u8> = 1..=16;
+const MAX_CONNECTIONS_EXPECTED: &str = "1 to 16 connections (each carries one request at a time)";
+const PAUSE_MS: std::ops::RangeInclusive<u64> = 0..=10_000;
+const PAUSE_EXPECTED: &str = "0 to 10000 ms";
+
+/// `[modbus]` of `dcguard.toml`.
+fn validate_modbus(src: &Source, m: &RawModbus, errors: &mut Vec<ConfigError>) -> ModbusPolling {
+    let p = "modbus";
+    within(
+        src,
+        &format!("{p}.request_timeout_ms"),
+        m.request_timeout_ms,
+        REQUEST_TIMEOUT_MS,
+        REQUEST_TIMEOUT_EXPECTED,
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.connect_timeout_ms"),
+        m.connect_timeout_ms,
+        10..=60_000,
+        "10 to 60000 ms",
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.backoff_min_ms"),
+        m.backoff_min_ms,
+        10..=60_000,
+        "10 to 60000 ms",
+        errors,
+    );
+    let min_secs = m.backoff_min_ms.div_ceil(1000).max(1);
+    within(
+        src,
+        &format!("{p}.backoff_max_secs"),
+        m.backoff_max_secs,
+        min_secs..=3600,
+        &format!("{min_secs} to 3600 seconds (not below backoff_min_ms)"),
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.busy_retries"),
+        m.busy_retries,
+        0..=10,
+        "0 to 10 retries",
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.busy_retry_delay_ms"),
+        m.busy_retry_delay_ms,
+        0..=10_000,
+        "0 to 10000 ms",
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.max_connections_per_endpoint"),
+        m.max_connections_per_endpoint,
+        MAX_CONNECTIONS,
+        MAX_CONNECTIONS_EXPECTED,
+        errors,
+    );
+    within(
+        src,
+        &format!("{p}.pause_between_requests_ms"),
+        m.pause_between_requests_ms,
+        PAUSE_MS,
+        PAUSE_EXPECTED,
+        errors,
+    );
+    ModbusPolling {
+        request_timeout: Duration::from_millis(m.request_timeout_ms),
+        connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+        backoff_min: Duration::from_millis(m.backoff_min_ms),
+        backoff_max: Duration::from_secs(m.backoff_max_secs),
+        busy_retries: m.busy_retries,
+        busy_retry_delay: Duration::from_millis(m.busy_retry_delay_ms),
+        endpoint: EndpointSettings {
+            max_connections: m.max_connections_per_endpoint,
+            pause_between_requests: Duration::from_millis(m.pause_between_requests_ms),
+            close_after_scan: m.close_after_scan,
+            request_timeout: None,
+        },
+    }
 }
 
 fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigError>) -> DaemonPart {
@@ -521,9 +698,39 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
                 "tokens_file = \"PATH\" or tokens_env = \"VAR\"",
             ));
         }
-        r.map(|tokens| Auth { tokens })
+        let metrics_access = match a.metrics_access.as_deref() {
+            None | Some("loopback") => MetricsAccess::Loopback,
+            Some("token") => MetricsAccess::Token,
+            Some(other) => {
+                errors.push(src.err(
+                    "auth.metrics_access",
+                    format!("{other:?}"),
+                    "\"loopback\" or \"token\"",
+                ));
+                MetricsAccess::Loopback
+            }
+        };
+        r.map(|tokens| Auth {
+            tokens,
+            metrics_access,
+        })
     });
+    let access = validate_access_settings(src, &raw.access.clone().unwrap_or_default(), errors);
+    let modbus = validate_modbus(src, &raw.modbus.clone().unwrap_or_default(), errors);
+    let raw_alarms = raw.alarms.clone().unwrap_or_default();
+    within(
+        src,
+        "alarms.shelve_max_h",
+        raw_alarms.shelve_max_h,
+        1..=168,
+        "1..=168 hours",
+        errors,
+    );
+    let alarms = AlarmSettings {
+        shelve_max: Duration::from_secs(raw_alarms.shelve_max_h.clamp(1, 168) * 3600),
+    };
     DaemonPart {
+        alarms,
         daemon,
         calendar,
         priority,
@@ -534,6 +741,75 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
         pagerduty,
         dispatch,
         auth,
+        modbus,
+        access,
+    }
+}
+
+/// `[access]` of `dcguard.toml`.
+fn validate_access_settings(
+    src: &Source,
+    a: &RawAccessSettings,
+    errors: &mut Vec<ConfigError>,
+) -> AccessSettings {
+    if a.settle_secs > 30 {
+        errors.push(src.err(
+            "access.settle_secs",
+            a.settle_secs.to_string(),
+            "0..=30 (findings wait this long for out-of-order events; every second here delays each finding)",
+        ));
+    }
+    nonzero(
+        src,
+        "access.max_clock_skew_secs",
+        a.max_clock_skew_secs,
+        errors,
+    );
+    if a.repeated_denied_count < 2 {
+        errors.push(src.err(
+            "access.repeated_denied_count",
+            a.repeated_denied_count.to_string(),
+            "at least 2 (one denial is not a repetition)",
+        ));
+    }
+    nonzero(
+        src,
+        "access.repeated_denied_window_min",
+        a.repeated_denied_window_min,
+        errors,
+    );
+    for (key, value, min, anchor) in [
+        (
+            "access_log_retention_months",
+            a.access_log_retention_months,
+            MIN_ACCESS_LOG_RETENTION_MONTHS,
+            "PCI DSS 10.5.1",
+        ),
+        (
+            "visitor_log_retention_months",
+            a.visitor_log_retention_months,
+            MIN_VISITOR_LOG_RETENTION_MONTHS,
+            "PCI DSS 9.3.4",
+        ),
+    ] {
+        if !(min..=120).contains(&value) {
+            errors.push(src.err(
+                format!("access.{key}"),
+                value.to_string(),
+                format!("{min}..=120 months (at least {min}: {anchor})"),
+            ));
+        }
+    }
+    AccessSettings {
+        settle: Duration::from_secs(a.settle_secs.min(30)),
+        max_clock_skew: Duration::from_secs(a.max_clock_skew_secs),
+        repeated_denied_count: usize::try_from(a.repeated_denied_count).unwrap_or(usize::MAX),
+        repeated_denied_window: Duration::from_secs(
+            a.repeated_denied_window_min.saturating_mul(60),
+        ),
+        shift_grace: Duration::from_secs(a.shift_grace_min.saturating_mul(60)),
+        access_log_retention_months: a.access_log_retention_months,
+        visitor_log_retention_months: a.visitor_log_retention_months,
     }
 }
 
@@ -638,7 +914,16 @@ fn validate_ticketing(
             "1 to 23 hours (below the receivers' 24 h idempotency-key retention)",
         ));
     }
+    within(
+        src,
+        &format!("{p}.delivery_failing_after_secs"),
+        d.delivery_failing_after_secs,
+        1..=3600,
+        "1 to 3600 seconds",
+        errors,
+    );
     let dispatch = Dispatch {
+        delivery_failing_after: Duration::from_secs(d.delivery_failing_after_secs.clamp(1, 3600)),
         request_timeout: Duration::from_secs(d.request_timeout_secs),
         retry_min: Duration::from_secs(d.retry_min_secs),
         retry_max: Duration::from_secs(d.retry_max_secs),
@@ -1463,6 +1748,8 @@ struct Refs<'a> {
     brokers: &'a BTreeMap<String, Broker>,
     broken_brokers: &'a BTreeSet<String>,
     daemon_parsed: bool,
+    /// The priority matrix, when `dcguard.toml` gave a valid one.
+    priority: Option<&'a PriorityPolicy>,
 }
 
 /// Expands `A01..A22` (or a single id) to its ids; `None` when malformed.
@@ -1810,6 +2097,7 @@ fn validate_site(
                             endpoint: ep,
                             unit,
                             poll,
+                            request_timeout: None,
                         },
                         facts: DeviceFacts {
                             feed: Some(feed),
@@ -1915,6 +2203,16 @@ fn validate_site(
             }
             (Some(mb), None) => {
                 let ep = parse_addr(src, &format!("{p}.modbus.endpoint"), &mb.endpoint, errors);
+                if let Some(ms) = mb.request_timeout_ms {
+                    within(
+                        src,
+                        &format!("{p}.modbus.request_timeout_ms"),
+                        ms,
+                        REQUEST_TIMEOUT_MS,
+                        REQUEST_TIMEOUT_EXPECTED,
+                        errors,
+                    );
+                }
                 if let Some(ep) = ep {
                     claim_endpoint(
                         format!("{p}.modbus.unit"),
@@ -1935,6 +2233,7 @@ fn validate_site(
                                 endpoint,
                                 unit: mb.unit,
                                 poll,
+                                request_timeout: mb.request_timeout_ms.map(Duration::from_millis),
                             })
                         }
                         ProfileTransport::Mqtt(_) => {
@@ -2027,6 +2326,22 @@ fn validate_site(
         }
     }
 
+    let modbus_endpoints = validate_modbus_endpoints(src, raw, &devices, errors);
+    let known = SiteParts {
+        site: site_id,
+        rooms: &room_ids,
+        broken_rooms: &broken_rooms,
+        racks: &racks,
+        broken_racks: &broken_racks,
+        devices: &devices,
+        broken_devices: &src
+            .dead_ids("devices", "id")
+            .into_iter()
+            .chain(src.dead_ids("rack_meters", "id"))
+            .collect(),
+    };
+    let rule_overrides = validate_rule_overrides(src, raw, &known, refs.priority, errors);
+
     if raw.access.is_none() && !src.tainted("access") {
         errors.push(src.err("access", "nothing", "a value for required key \"access\""));
     }
@@ -2073,7 +2388,284 @@ fn validate_site(
         rooms,
         racks,
         devices,
+        modbus_endpoints,
+        rule_overrides,
     })
+}
+
+/// What a site file defines, for the references of `[[rule_overrides]]`.
+struct SiteParts<'a> {
+    site: &'a str,
+    rooms: &'a BTreeMap<String, RoomKind>,
+    broken_rooms: &'a BTreeSet<String>,
+    racks: &'a [Rack],
+    broken_racks: &'a BTreeSet<String>,
+    devices: &'a [Device],
+    broken_devices: &'a BTreeSet<String>,
+}
+
+/// `[[rule_overrides]]`: a known rule, at most one of room/rack/device naming one of this
+/// site's, values in range, each (rule, selector) once.
+fn validate_rule_overrides(
+    src: &Source,
+    raw: &RawSiteFile,
+    known: &SiteParts<'_>,
+    priority: Option<&PriorityPolicy>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RuleOverride> {
+    use crate::rules::catalogue::{CATALOGUE, spec};
+    use crate::rules::overrides::{Selector, cell_for, threshold_unit};
+    let site = known.site;
+    let mut out: Vec<RuleOverride> = Vec::new();
+    let mut seen: BTreeMap<(&'static str, Selector), usize> = BTreeMap::new();
+    for (i, o) in src.live("rule_overrides", &raw.rule_overrides) {
+        let p = format!("rule_overrides[{i}]");
+        let mut ok = true;
+        let Some(rule) = spec(&o.rule) else {
+            errors.push(src.err(
+                format!("{p}.rule"),
+                q(&o.rule),
+                format!(
+                    "a rule id of the catalogue {}",
+                    one_of(CATALOGUE.iter().map(|r| r.id))
+                ),
+            ));
+            continue;
+        };
+        let selector = match (&o.room, &o.rack, &o.device) {
+            (None, None, None) => Selector::Site,
+            (Some(room), None, None) => {
+                if !known.rooms.contains_key(room) {
+                    ok = false;
+                    if !known.broken_rooms.contains(room) {
+                        errors.push(src.err(
+                            format!("{p}.room"),
+                            q(room),
+                            format!("a room id of site {site} {}", one_of(known.rooms.keys())),
+                        ));
+                    }
+                }
+                Selector::Room(room.clone())
+            }
+            (None, Some(rack), None) => {
+                if !known.racks.iter().any(|r| &r.id == rack) {
+                    ok = false;
+                    if !known.broken_racks.contains(rack) {
+                        errors.push(src.err(
+                            format!("{p}.rack"),
+                            q(rack),
+                            format!(
+                                "a rack id of site {site} {}",
+                                one_of(known.racks.iter().map(|r| &r.id))
+                            ),
+                        ));
+                    }
+                }
+                Selector::Rack(rack.clone())
+            }
+            (None, None, Some(device)) => {
+                if !known.devices.iter().any(|d| &d.id == device) {
+                    ok = false;
+                    if !known.broken_devices.contains(device) {
+                        errors.push(src.err(
+                            format!("{p}.device"),
+                            q(device),
+                            format!(
+                                "a device id of site {site} {}",
+                                one_of(known.devices.iter().map(|d| &d.id))
+                            ),
+                        ));
+                    }
+                }
+                Selector::Device(device.clone())
+            }
+            _ => {
+                errors.push(src.err(
+                    p.clone(),
+                    "more than one of room, rack and device",
+                    "at most one of room, rack or device (none: the whole site)",
+                ));
+                continue;
+            }
+        };
+        if o.enabled.is_none()
+            && o.priority.is_none()
+            && o.limit.is_none()
+            && o.on_delay_secs.is_none()
+            && o.off_delay_secs.is_none()
+            && o.deadband.is_none()
+        {
+            errors.push(src.err(
+                p.clone(),
+                "nothing to override",
+                "at least one of enabled, priority, limit, on_delay_secs, off_delay_secs, deadband",
+            ));
+            ok = false;
+        }
+        if let Some(limit) = o.limit {
+            match threshold_unit(rule.id) {
+                None => {
+                    errors.push(src.err(
+                        format!("{p}.limit"),
+                        limit.to_string(),
+                        format!(
+                            "no limit: rule {} has no numeric threshold (discrete input or unit count)",
+                            rule.id
+                        ),
+                    ));
+                    ok = false;
+                }
+                Some(unit) if !limit.is_finite() => {
+                    errors.push(src.err(
+                        format!("{p}.limit"),
+                        limit.to_string(),
+                        format!("a finite number in {unit}"),
+                    ));
+                    ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(d) = o.deadband
+            && !(d.is_finite() && d >= 0.0)
+        {
+            errors.push(src.err(
+                format!("{p}.deadband"),
+                d.to_string(),
+                "a finite number >= 0 in the rule's unit",
+            ));
+            ok = false;
+        }
+        for (key, v) in [
+            ("on_delay_secs", o.on_delay_secs),
+            ("off_delay_secs", o.off_delay_secs),
+        ] {
+            if let Some(v) = v
+                && v > 7 * 24 * 3600
+            {
+                errors.push(src.err(
+                    format!("{p}.{key}"),
+                    v.to_string(),
+                    "0..=604800 seconds (at most a week)",
+                ));
+                ok = false;
+            }
+        }
+        if let (Some(want), Some(policy)) = (o.priority, priority)
+            && cell_for(policy, want, rule.impact).is_none()
+        {
+            errors.push(src.err(
+                format!("{p}.priority"),
+                want.as_str(),
+                "a priority that some cell of [priority.matrix] gives",
+            ));
+            ok = false;
+        }
+        if let Some(first) = seen.get(&(rule.id, selector.clone())) {
+            errors.push(src.err(
+                format!("{p}.rule"),
+                format!("{} for the same scope as rule_overrides[{first}]", rule.id),
+                "each rule once per site, room, rack or device",
+            ));
+            continue;
+        }
+        seen.insert((rule.id, selector.clone()), i);
+        if ok {
+            out.push(RuleOverride {
+                site: site.to_owned(),
+                rule: rule.id,
+                selector,
+                enabled: o.enabled,
+                priority: o.priority,
+                limit: o.limit,
+                on_delay: o.on_delay_secs.map(Duration::from_secs),
+                off_delay: o.off_delay_secs.map(Duration::from_secs),
+                deadband: o.deadband,
+            });
+        }
+    }
+    out
+}
+
+/// `[[modbus_endpoints]]`: each names an endpoint of a Modbus device of this site, once.
+fn validate_modbus_endpoints(
+    src: &Source,
+    raw: &RawSiteFile,
+    devices: &[Device],
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<SocketAddr, EndpointOverrides> {
+    let used: BTreeSet<SocketAddr> = devices
+        .iter()
+        .filter_map(|d| match &d.transport {
+            DeviceTransport::Modbus { endpoint, .. } => Some(*endpoint),
+            DeviceTransport::Mqtt { .. } => None,
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (i, e) in src.live("modbus_endpoints", &raw.modbus_endpoints) {
+        let p = format!("modbus_endpoints[{i}]");
+        let mut ok = true;
+        if let Some(n) = e.max_connections {
+            ok &= within(
+                src,
+                &format!("{p}.max_connections"),
+                n,
+                MAX_CONNECTIONS,
+                MAX_CONNECTIONS_EXPECTED,
+                errors,
+            );
+        }
+        if let Some(ms) = e.pause_between_requests_ms {
+            ok &= within(
+                src,
+                &format!("{p}.pause_between_requests_ms"),
+                ms,
+                PAUSE_MS,
+                PAUSE_EXPECTED,
+                errors,
+            );
+        }
+        if let Some(ms) = e.request_timeout_ms {
+            ok &= within(
+                src,
+                &format!("{p}.request_timeout_ms"),
+                ms,
+                REQUEST_TIMEOUT_MS,
+                REQUEST_TIMEOUT_EXPECTED,
+                errors,
+            );
+        }
+        let Some(endpoint) = parse_addr(src, &format!("{p}.endpoint"), &e.endpoint, errors) else {
+            continue;
+        };
+        if !used.contains(&endpoint) {
+            errors.push(src.err(
+                format!("{p}.endpoint"),
+                q(&e.endpoint),
+                format!(
+                    "the endpoint of a Modbus device or rack meter of this site {}",
+                    one_of(used.iter().map(ToString::to_string))
+                ),
+            ));
+            continue;
+        }
+        let overrides = EndpointOverrides {
+            max_connections: e.max_connections,
+            pause_between_requests: e.pause_between_requests_ms.map(Duration::from_millis),
+            close_after_scan: e.close_after_scan,
+            request_timeout: e.request_timeout_ms.map(Duration::from_millis),
+        };
+        if out.insert(endpoint, overrides).is_some() {
+            errors.push(src.err(
+                format!("{p}.endpoint"),
+                format!("{endpoint} listed twice"),
+                "each endpoint once in [[modbus_endpoints]]",
+            ));
+        } else if !ok {
+            out.remove(&endpoint);
+        }
+    }
+    out
 }
 
 /// Facts that pass every check, standing in for a missing `[site]`.
@@ -2298,6 +2890,36 @@ fn validate_access(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory() {
+        let dir = Some(std::ffi::OsStr::new("/run/credentials/dcguard.service"));
+        for written in [
+            "$CREDENTIALS_DIRECTORY/mqtt-password",
+            "${CREDENTIALS_DIRECTORY}/mqtt-password",
+        ] {
+            assert_eq!(
+                credential_path(written, dir).unwrap(),
+                PathBuf::from("/run/credentials/dcguard.service/mqtt-password")
+            );
+            // Outside systemd (check-config from a shell) the path stays as written.
+            assert_eq!(
+                credential_path(written, None).unwrap(),
+                PathBuf::from(written)
+            );
+            assert_eq!(
+                credential_path(written, Some(std::ffi::OsStr::new(""))).unwrap(),
+                PathBuf::from(written)
+            );
+        }
+        assert_eq!(
+            credential_path("/etc/dcguard/secret", dir).unwrap(),
+            PathBuf::from("/etc/dcguard/secret")
+        );
+        assert!(credential_path("$HOME/secret", dir).is_err());
+        assert!(credential_path("$CREDENTIALS_DIRECTORY/", dir).is_err());
+        assert!(credential_path("$CREDENTIALS_DIRECTORY/../etc/shadow", dir).is_err());
+    }
 
     #[test]
     fn ranges_expand() {

@@ -54,9 +54,10 @@ use chrono::{DateTime, Utc};
 
 use super::condition::Condition;
 use super::loadtest::{LoadTestCriteria, LoadTestDetector, LoadTestRecord};
+use super::overrides::{Overrides, cell_for};
 use crate::config::model::{
-    ClimateLimits, Config, DeviceFacts, DeviceKind, DeviceTransport, Feed, ProfileTransport,
-    Redundancy, Role, RoomKind,
+    ClimateLimits, Config, DeviceFacts, DeviceKind, DeviceTransport, Feed, PriorityPolicy,
+    ProfileTransport, Redundancy, Role, RoomKind,
 };
 use crate::model::{BadReason, PointId, Quality, Reading, Value};
 
@@ -174,6 +175,10 @@ pub struct RuleEngine {
     slots: Vec<Slot>,
     index: HashMap<PointId, usize>,
     new_load_tests: Vec<LoadTestRecord>,
+    /// `[[rule_overrides]]` of the sites served.
+    overrides: Overrides,
+    /// The priority matrix, to turn an overridden priority into impact x urgency.
+    policy: PriorityPolicy,
 }
 
 impl RuleEngine {
@@ -295,18 +300,51 @@ impl RuleEngine {
                 origin: None,
             });
         }
+        let overrides = Overrides::new(
+            config
+                .sites
+                .iter()
+                .filter(|s| keep(&s.id))
+                .flat_map(|s| s.rule_overrides.iter().cloned()),
+        );
         RuleEngine {
             settings,
             sites,
             slots,
             index,
             new_load_tests: Vec::new(),
+            overrides,
+            policy: config.priority.clone(),
         }
     }
 
     /// The settings in force.
     pub fn settings(&self) -> &RuleSettings {
         &self.settings
+    }
+
+    /// The `[[rule_overrides]]` in force.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Applies the overrides that act on a condition after its rule ran: a disabled rule
+    /// reports `Clear`, an overridden priority becomes impact x urgency. (`limit` acts
+    /// inside the rule; delays and deadband in the alarm lifecycle.)
+    fn apply_overrides(&self, c: &mut Condition) {
+        let r = self.overrides.for_condition(c);
+        if !r.enabled() {
+            c.verdict = super::condition::Verdict::Clear { margin: None };
+            c.summary = format!("{} disabled by [[rule_overrides]]", c.key.rule);
+            c.value = None;
+            return;
+        }
+        if let Some(p) = r.priority
+            && let Some((impact, urgency)) = cell_for(&self.policy, p, c.impact)
+        {
+            c.impact = impact;
+            c.urgency = urgency;
+        }
     }
 
     /// Takes a reading as the latest of its point. Returns false for a point the
@@ -397,6 +435,11 @@ impl RuleEngine {
             ev.fire_and_water();
             ev.communication();
             ev.load_test_overdue();
+        }
+        if !self.overrides.is_empty() {
+            for c in &mut out {
+                self.apply_overrides(c);
+            }
         }
         out
     }

@@ -8,13 +8,16 @@
 //! * [`engine`]: [`RuleEngine`], latest value per point and the conditions at an instant.
 //! * [`climate`]: dew point (Magnus).
 //! * [`loadtest`]: genset load-test detection (NFPA 110 criteria).
+//! * [`overrides`]: `[[rule_overrides]]`, the catalogue's defaults per site/room/rack/device.
 
 pub mod catalogue;
 pub mod climate;
 pub mod condition;
 pub mod engine;
 pub mod loadtest;
+pub mod overrides;
 
 pub use condition::{AlarmParams, Condition, ConditionClass, ConditionKey, RuleId, Verdict};
 pub use engine::{RuleEngine, RuleSettings};
 pub use loadtest::{LoadTestCriteria, LoadTestRecord};
+pub use overrides::{Overrides, RuleOverride, Selector};

@@ -11,7 +11,12 @@
 //!   segment's line count is known (from the record headers at open, kept while
 //!   appending, corrected when a segment is loaded for replay).
 //! * **A corrupted record costs only itself.** Every record has a CRC-32; a record that
-//!   fails it is skipped and counted, and reading resumes at the next record magic.
+//!   fails it is skipped and counted, and reading resumes at the next record magic. Its
+//!   lines are counted exactly: from the segment's known line count when the segment is
+//!   loaded for replay (that count is kept while appending and read from the headers at
+//!   open), else from the bad record's header when it is readable. Only a segment whose
+//!   header chain was already broken at open and whose bad record lost its header leaves
+//!   that record's lines uncounted (the record itself is counted).
 //!   [`Spool::open`] only walks the record headers (fast: a restart with a large
 //!   backlog does not wait for a full read); a segment whose header chain is broken
 //!   (torn tail, damaged header) is verified whole at open and rewritten without its bad
@@ -109,6 +114,13 @@ pub struct SpoolCounters {
     pub appended_lines: u64,
     /// Lines written to the quarantine file.
     pub quarantined_lines: u64,
+}
+
+/// Which budget dropped a segment.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Bytes,
+    Age,
 }
 
 #[derive(Debug)]
@@ -258,8 +270,7 @@ impl Spool {
         segment.newest_ms = segment.newest_ms.max(created_ms);
         self.counters.appended_lines += u64::from(lines);
         while self.bytes() > self.config.max_bytes && !self.segments.is_empty() {
-            let lines = self.drop_front()?;
-            self.counters.dropped_bytes_lines += lines;
+            self.drop_front(Budget::Bytes)?;
         }
         Ok(())
     }
@@ -271,22 +282,26 @@ impl Spool {
             if now_ms.saturating_sub(front.newest_ms) <= max_age {
                 break;
             }
-            let lines = self.drop_front()?;
-            self.counters.dropped_age_lines += lines;
+            self.drop_front(Budget::Age)?;
         }
         Ok(())
     }
 
-    /// Removes the oldest segment, returning its uncommitted lines.
-    fn drop_front(&mut self) -> Result<u64, SpoolError> {
+    /// Removes the oldest segment and counts its uncommitted lines against `budget`
+    /// (counted before the file is removed: once out of the queue they are lost to
+    /// replay even if the removal fails).
+    fn drop_front(&mut self, budget: Budget) -> Result<(), SpoolError> {
         let Some(segment) = self.segments.pop_front() else {
-            return Ok(0);
+            return Ok(());
         };
         if self.segments.is_empty() {
             self.active = None;
         }
-        fs::remove_file(&segment.path).map_err(err(&segment.path))?;
-        Ok(segment.lines)
+        match budget {
+            Budget::Bytes => self.counters.dropped_bytes_lines += segment.lines,
+            Budget::Age => self.counters.dropped_age_lines += segment.lines,
+        }
+        fs::remove_file(&segment.path).map_err(err(&segment.path))
     }
 
     /// The oldest record not yet committed (loads its segment when needed).
@@ -303,9 +318,17 @@ impl Spool {
                 }
                 let data = fs::read(&segment.path).map_err(err(&segment.path))?;
                 let parsed = parse(&data);
+                let good: u64 = parsed.records.iter().map(|r| u64::from(r.lines)).sum();
                 self.counters.corrupt_records += parsed.corrupt_records;
-                self.counters.corrupt_lines += parsed.corrupt_lines;
-                segment.lines = parsed.records.iter().map(|r| u64::from(r.lines)).sum();
+                // The segment's line count is exact here (kept while appending, or read
+                // from an intact header chain at open), so what the good records lack is
+                // what the bad ones held, even where a bad record's own header is gone.
+                self.counters.corrupt_lines += if parsed.corrupt_records > 0 {
+                    segment.lines.saturating_sub(good).max(parsed.corrupt_lines)
+                } else {
+                    0
+                };
+                segment.lines = good;
                 segment.bytes = parsed
                     .records
                     .iter()
@@ -456,7 +479,8 @@ fn scan_headers(path: &Path) -> io::Result<Option<HeaderScan>> {
             return Ok(None);
         };
         let end = scan.bytes + (HEADER as u64) + u64::from(len);
-        if magic != MAGIC || len as usize > MAX_PAYLOAD || end > size {
+        // Every line ends in '\n': more lines than bytes is a damaged header.
+        if magic != MAGIC || len as usize > MAX_PAYLOAD || end > size || lines > len {
             return Ok(None);
         }
         let mut created = [0u8; 8];
@@ -521,8 +545,10 @@ fn parse(data: &[u8]) -> Parsed {
                     out.corrupt_records += 1;
                     // The header may still tell how many lines were lost.
                     if u32_at(data, at) == Some(MAGIC)
-                        && let Some(lines) = u32_at(data, at + 8)
-                        && lines < 10_000_000
+                        && let (Some(len), Some(lines)) =
+                            (u32_at(data, at + 4), u32_at(data, at + 8))
+                        && lines <= len
+                        && len as usize <= MAX_PAYLOAD
                     {
                         out.corrupt_lines += u64::from(lines);
                     }
@@ -699,5 +725,32 @@ mod tests {
         assert_eq!(seen, want);
         assert_eq!(spool.counters().corrupt_records, 1);
         assert_eq!(spool.counters().corrupt_lines, 1);
+    }
+
+    #[test]
+    fn a_record_without_its_header_is_still_counted_in_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(config(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        // Record i holds i + 1 lines.
+        let record = |i: u32| (0..=i).map(|j| body(i * 100 + j)).collect::<String>();
+        for i in 0..8 {
+            spool.append(&record(i), i + 1, 1000).unwrap();
+        }
+        let path = spool.segment_paths()[0].clone();
+        // Damage the magic and the line count of record 3 (4 lines) while the spool is
+        // open: the header no longer says how many lines it held.
+        let mut data = fs::read(&path).unwrap();
+        let at: usize = (0..3).map(|i| HEADER + record(i).len()).sum();
+        data[at] ^= 0xff;
+        data[at + 8] ^= 0xff;
+        fs::write(&path, &data).unwrap();
+        let mut replayed = 0;
+        while let Some(r) = spool.front().unwrap() {
+            replayed += u64::from(r.lines);
+            spool.commit_front().unwrap();
+        }
+        assert_eq!(replayed, 36 - 4);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(spool.counters().corrupt_lines, 4);
     }
 }

@@ -109,11 +109,14 @@ impl DeviceHealth {
     }
 }
 
-/// The health of one Modbus endpoint (the TCP connection devices share).
+/// The health of one Modbus endpoint (the TCP connections its devices share); the
+/// counters add up every connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointHealth {
     /// A connection is open now.
     pub connected: bool,
+    /// Connections open now (at most the endpoint's `max_connections`).
+    pub open_connections: u32,
     /// Connections opened.
     pub connects: u64,
     /// Connection attempts that failed.

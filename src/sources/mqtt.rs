@@ -31,10 +31,21 @@
 //! * **Hand-over and acks.** Acks are manual: a QoS 1 message is acknowledged to the
 //!   broker only after all its readings were accepted by the bounded readings channel
 //!   (awaiting `send` is the backpressure; nothing is dropped). A crash between the two
-//!   means a redelivery, never a loss. The network task keeps polling rumqttc while a
-//!   delivery task waits on the channel, so keep-alives continue; the broker's in-flight
-//!   window (Mosquitto `max_inflight_messages`, default 20) bounds what is buffered.
-//!   Assumption: that window is below the request channel capacity (1024).
+//!   means a redelivery, never a loss. Three tasks share the work: the *network* task
+//!   polls rumqttc and decodes; a *delivery* task hands readings over; an *ack* task
+//!   passes the acks to rumqttc. Acks never hold up the hand-over: rumqttc takes at most
+//!   one request (ack) from its channel per poll, and while messages keep arriving most
+//!   polls return messages, so acks are taken more slowly than messages arrive, and
+//!   Mosquitto 2.0.11 was seen sending over 1000 unacknowledged messages with
+//!   `max_inflight_messages` 20 or 100. When the delivery task itself awaited each ack,
+//!   rumqttc's request channel filled, the delivery task stopped, the network task
+//!   stopped on the full hand-over queue, nobody polled rumqttc, and the source stalled
+//!   for good (test `a_burst_with_a_wide_broker_window_never_stalls`). Now the pending
+//!   acks wait in the ack task's queue (packet id and QoS, 4 bytes each; at most 65,535
+//!   can be outstanding, one per MQTT packet id), and the only thing that holds the
+//!   network task back is the readings consumer: a full readings channel stops the
+//!   hand-over, then the network task, then reading from the socket (TCP backpressure),
+//!   which does not depend on the broker's window.
 //! * **Errors** never end the task: it reconnects with exponential backoff and jitter
 //!   ([`SourceOptions::backoff_min`] doubling up to `backoff_max`). Only the
 //!   cancellation token ends it: the source stops taking messages, delivers and acks
@@ -205,6 +216,7 @@ pub struct MqttStats {
     duplicates: AtomicU64,
     sequence_gaps: AtomicU64,
     retained_ignored: AtomicU64,
+    acks: AtomicU64,
 }
 
 /// A snapshot of [`MqttStats`].
@@ -238,6 +250,8 @@ pub struct MqttCounters {
     pub sequence_gaps: u64,
     /// Retained messages without a `ts`, ignored.
     pub retained_ignored: u64,
+    /// QoS 1/2 messages acknowledged to the broker (handed to rumqttc).
+    pub acks: u64,
 }
 
 impl MqttStats {
@@ -259,6 +273,7 @@ impl MqttStats {
             duplicates: get(&self.duplicates),
             sequence_gaps: get(&self.sequence_gaps),
             retained_ignored: get(&self.retained_ignored),
+            acks: get(&self.acks),
         }
     }
 }
@@ -669,7 +684,32 @@ impl Backoff {
 /// A decoded message waiting for the readings channel, with its ack.
 struct Batch {
     readings: Vec<Reading>,
-    ack: Option<Publish>,
+    ack: Option<Ack>,
+}
+
+/// What an ack needs of its message: the packet id and the QoS (not the payload, which
+/// would otherwise stay in memory until the broker got the ack).
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    qos: QoS,
+    pkid: u16,
+}
+
+impl Ack {
+    fn of(publish: &Publish) -> Option<Ack> {
+        (publish.qos != QoS::AtMostOnce).then_some(Ack {
+            qos: publish.qos,
+            pkid: publish.pkid,
+        })
+    }
+
+    /// A payload-less message with the same packet id and QoS: all `AsyncClient::ack`
+    /// reads of it.
+    fn publish(self) -> Publish {
+        let mut publish = Publish::new("", self.qos, Vec::new());
+        publish.pkid = self.pkid;
+        publish
+    }
 }
 
 /// What the network task and the delivery task share.
@@ -697,7 +737,9 @@ async fn run(
         cancel,
     } = session;
     let (forward, forwarded) = mpsc::channel(FORWARD_CAPACITY);
-    let delivery = tokio::spawn(deliver(forwarded, tx, client.clone(), stats.clone()));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let delivery = tokio::spawn(deliver(forwarded, tx, ack_tx, stats.clone()));
+    let acknowledger = tokio::spawn(acknowledge(ack_rx, client.clone(), stats.clone()));
     let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
     let mut connected_once = false;
     let mut connected = false;
@@ -748,7 +790,7 @@ async fn run(
                     Utc::now(),
                     &stats,
                 );
-                let ack = (publish.qos != QoS::AtMostOnce).then_some(publish);
+                let ack = Ack::of(&publish);
                 // Waiting here is the backpressure. On cancellation the message is dropped
                 // unacknowledged: the broker delivers it again to the next run.
                 let sent = tokio::select! {
@@ -781,7 +823,8 @@ async fn run(
         }
     }
     // Shutdown: take no more messages (unacked ones are redelivered to the next run), let
-    // the delivery task hand over and ack what it holds; it then asks for a disconnect.
+    // the delivery task hand over what it holds and the ack task ack it; the ack task
+    // then asks for a disconnect.
     drop(forward);
     let drain = tokio::time::sleep(options.shutdown_drain);
     tokio::pin!(drain);
@@ -800,6 +843,7 @@ async fn run(
         }
     }
     delivery.abort();
+    acknowledger.abort();
     tracing::info!(broker = %broker, "MQTT source stopped");
 }
 
@@ -808,11 +852,11 @@ fn describe(e: &ConnectionError) -> String {
     e.to_string()
 }
 
-/// Hands readings over (awaiting capacity), then acks the message; disconnects at the end.
+/// Hands readings over (awaiting capacity), then queues the message's ack.
 async fn deliver(
     mut forwarded: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<Reading>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<Ack>,
     stats: Arc<MqttStats>,
 ) {
     while let Some(batch) = forwarded.recv().await {
@@ -824,11 +868,26 @@ async fn deliver(
             }
         }
         bump(&stats.readings, count);
-        if let Some(publish) = batch.ack
-            && client.ack(&publish).await.is_err()
+        if let Some(ack) = batch.ack
+            && acks.send(ack).is_err()
         {
             return;
         }
+    }
+}
+
+/// Passes acks to rumqttc in the order the messages were handed over; when the delivery
+/// task is done (shutdown), asks for a disconnect after the last ack.
+async fn acknowledge(
+    mut acks: mpsc::UnboundedReceiver<Ack>,
+    client: AsyncClient,
+    stats: Arc<MqttStats>,
+) {
+    while let Some(ack) = acks.recv().await {
+        if client.ack(&ack.publish()).await.is_err() {
+            return;
+        }
+        bump(&stats.acks, 1);
     }
     let _ = client.disconnect().await;
 }

@@ -1,26 +1,35 @@
-//! The store's access area: reader events keyed by their content-hash id, and findings.
+//! The store's access area: reader events, findings with their reviews, visit-ticket
+//! revisions, visit reports and the live reconcilers' watermarks.
 //!
 //! * [`AccessStore::insert_events`] writes a batch in ONE transaction with `INSERT OR
 //!   IGNORE` on the event id, so a re-sent batch creates no duplicate; it returns the events
 //!   that were new. The commit is `synchronous = FULL`: when it returns, the batch is on disk
 //!   and the device may get its `OK`.
-//! * Each event row carries `audit_seq`, the sequence number of its record in the audit chain,
-//!   set once the chain append was fsynced; rows without one (a crash between the two
-//!   writes) are appended to the chain at the next start ([`AccessStore::unaudited`]).
-//! * Events have no update or delete path (the `audit_seq` bookkeeping aside).
-//! * Findings are keyed by [`Finding::key`], so a finding raised again is stored once.
+//! * Every row that the audit chain records (events, findings, reviews, ticket revisions,
+//!   visit reports) carries `audit_seq`, the sequence number of its chain record, set once
+//!   the chain append was fsynced; rows without one (a crash between the two writes) are
+//!   appended to the chain at the next start ([`AccessStore::unaudited`]).
+//! * Events, findings, reviews and revisions have no update or delete path (the
+//!   `audit_seq` bookkeeping aside) except retention ([`AccessStore::prune`]), which removes
+//!   whole rows older than the configured periods.
+//! * Findings are keyed by [`Finding::key`], so a finding raised again is stored once; each
+//!   gets an increasing id (never reused: `AUTOINCREMENT`), the cursor of
+//!   [`AccessStore::findings_after`]. A review is a new row, never a change of the finding.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use serde::{Deserialize, Serialize};
 
 use super::{Migration, Store, StoreError};
 use crate::access::event::AccessEvent;
-use crate::access::reconcile::Finding;
+use crate::access::reconcile::{Finding, Rule, Severity};
+use crate::access::ticket::{TicketChange, TicketRevision};
 
 /// The access area's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "access_1",
-    sql: "CREATE TABLE access_events (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "access_1",
+        sql: "CREATE TABLE access_events (
               id TEXT PRIMARY KEY,
               site TEXT NOT NULL,
               reader TEXT NOT NULL,
@@ -43,7 +52,83 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
               finding_json TEXT NOT NULL
           );
           CREATE INDEX access_findings_site_time ON access_findings (site, at);",
-}];
+    },
+    Migration {
+        name: "access_2",
+        sql: "CREATE TABLE access_findings_2 (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              key TEXT NOT NULL UNIQUE,
+              site TEXT NOT NULL,
+              rule TEXT NOT NULL,
+              severity TEXT NOT NULL,
+              at TEXT NOT NULL,
+              raised_at TEXT NOT NULL,
+              ticket TEXT,
+              room TEXT,
+              reader TEXT,
+              credential TEXT,
+              person TEXT,
+              finding_json TEXT NOT NULL,
+              audit_seq INTEGER
+          );
+          INSERT INTO access_findings_2
+              (key, site, rule, severity, at, raised_at, ticket, room, reader, credential,
+               person, finding_json)
+              SELECT key, site, rule, json_extract(finding_json, '$.severity'), at, at,
+                     json_extract(finding_json, '$.ticket'),
+                     json_extract(finding_json, '$.room'),
+                     json_extract(finding_json, '$.reader'),
+                     json_extract(finding_json, '$.credential'),
+                     json_extract(finding_json, '$.person'),
+                     finding_json
+              FROM access_findings ORDER BY at, key;
+          DROP TABLE access_findings;
+          ALTER TABLE access_findings_2 RENAME TO access_findings;
+          CREATE INDEX access_findings_site_time ON access_findings (site, at);
+          CREATE INDEX access_findings_ticket ON access_findings (ticket);
+          CREATE INDEX access_findings_unaudited ON access_findings (id) WHERE audit_seq IS NULL;
+          CREATE TABLE access_finding_reviews (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              finding_id INTEGER NOT NULL,
+              reviewer TEXT NOT NULL,
+              at TEXT NOT NULL,
+              note TEXT NOT NULL,
+              audit_seq INTEGER
+          );
+          CREATE INDEX access_finding_reviews_finding ON access_finding_reviews (finding_id);
+          CREATE TABLE access_ticket_revisions (
+              ticket_id TEXT NOT NULL,
+              number INTEGER NOT NULL,
+              site TEXT NOT NULL,
+              at TEXT NOT NULL,
+              change TEXT NOT NULL,
+              window_end TEXT NOT NULL,
+              actor TEXT NOT NULL,
+              revision_json TEXT NOT NULL,
+              audit_seq INTEGER,
+              PRIMARY KEY (ticket_id, number)
+          );
+          CREATE TABLE access_reconcile_state (
+              site TEXT PRIMARY KEY,
+              watermark TEXT NOT NULL
+          );
+          CREATE TABLE access_visit_reports (
+              ticket_id TEXT PRIMARY KEY,
+              site TEXT NOT NULL,
+              produced_at TEXT NOT NULL,
+              window_end TEXT NOT NULL,
+              report_json TEXT NOT NULL,
+              audit_seq INTEGER,
+              delivery TEXT NOT NULL
+                  CHECK (delivery IN ('none', 'pending', 'parked', 'delivered')),
+              attempts INTEGER NOT NULL DEFAULT 0,
+              next_at TEXT NOT NULL,
+              last_error TEXT,
+              delivered_at TEXT
+          );
+          CREATE INDEX access_visit_reports_due ON access_visit_reports (delivery, next_at);",
+    },
+];
 
 /// An exclusive lock on a small SQLite file, held until dropped or the process ends (even by
 /// SIGKILL: SQLite's file locks go with the process). Makes one process at a time the
@@ -100,10 +185,17 @@ pub struct EventQuery {
     pub site: Option<String>,
     pub reader: Option<String>,
     pub credential: Option<String>,
+    /// Any of these readers (empty: any reader).
+    pub readers: Vec<String>,
+    /// Any of these credentials (empty: any credential).
+    pub credentials: Vec<String>,
     /// Device time at or after this.
     pub from: Option<DateTime<Utc>>,
     /// Device time before this.
     pub until: Option<DateTime<Utc>>,
+    /// Device time or receive time at or after this (the replay of a reconciler: a skewed
+    /// reader's events are timed by receipt).
+    pub effective_from: Option<DateTime<Utc>>,
     /// At most this many rows (default: all).
     pub limit: Option<usize>,
 }
@@ -189,48 +281,58 @@ impl AccessStore {
         })
     }
 
-    /// Events stored but not yet in the audit chain, oldest received first.
-    pub fn unaudited(&self) -> Result<Vec<AccessEvent>, StoreError> {
-        self.store.with_conn(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT event_json FROM access_events WHERE audit_seq IS NULL
-                 ORDER BY received_at, id",
-            )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|json| decode(&json?)).collect()
-        })
-    }
-
     /// Events matching `query`, by device time then id.
     pub fn events(&self, query: &EventQuery) -> Result<Vec<AccessEvent>, StoreError> {
-        let from = query.from.map(time_text);
-        let until = query.until.map(time_text);
-        let limit = query
-            .limit
-            .and_then(|l| i64::try_from(l).ok())
-            .unwrap_or(-1);
+        let mut sql = String::from("SELECT event_json FROM access_events WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, value: rusqlite::types::Value| {
+            args.push(value);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(site) = &query.site {
+            push(&mut sql, " AND site = ?", site.clone().into());
+        }
+        if let Some(reader) = &query.reader {
+            push(&mut sql, " AND reader = ?", reader.clone().into());
+        }
+        if let Some(credential) = &query.credential {
+            push(&mut sql, " AND credential = ?", credential.clone().into());
+        }
+        if let Some(from) = query.from {
+            push(&mut sql, " AND device_time >= ?", time_text(from).into());
+        }
+        if let Some(until) = query.until {
+            push(&mut sql, " AND device_time < ?", time_text(until).into());
+        }
+        if let Some(from) = query.effective_from {
+            let text = time_text(from);
+            push(&mut sql, " AND (device_time >= ?", text.clone().into());
+            push(&mut sql, " OR received_at >= ?)", text.into());
+        }
+        for (column, list) in [
+            ("reader", &query.readers),
+            ("credential", &query.credentials),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            sql.push_str(&format!(" AND {column} IN ("));
+            for (i, v) in list.iter().enumerate() {
+                push(&mut sql, if i == 0 { "?" } else { ", ?" }, v.clone().into());
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY device_time, id");
+        if let Some(limit) = query.limit {
+            push(
+                &mut sql,
+                " LIMIT ?",
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            );
+        }
         self.store.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT event_json FROM access_events
-                 WHERE (?1 IS NULL OR site = ?1)
-                   AND (?2 IS NULL OR reader = ?2)
-                   AND (?3 IS NULL OR credential = ?3)
-                   AND (?4 IS NULL OR device_time >= ?4)
-                   AND (?5 IS NULL OR device_time < ?5)
-                 ORDER BY device_time, id
-                 LIMIT ?6",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    query.site,
-                    query.reader,
-                    query.credential,
-                    from,
-                    until,
-                    limit
-                ],
-                |r| r.get::<_, String>(0),
-            )?;
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
             rows.map(|json| decode(&json?)).collect()
         })
     }
@@ -259,24 +361,46 @@ impl AccessStore {
         })
     }
 
-    /// Stores findings (a key already stored is ignored); returns how many were new.
-    pub fn insert_findings(&self, findings: &[Finding]) -> Result<usize, StoreError> {
+    /// Stores findings raised at `raised_at` (a key already stored is ignored); returns the
+    /// new ones with their ids, in order.
+    pub fn insert_findings(
+        &self,
+        findings: &[Finding],
+        raised_at: DateTime<Utc>,
+    ) -> Result<Vec<StoredFinding>, StoreError> {
         self.store.with_conn(|conn| {
             let tx = conn.transaction()?;
-            let mut new = 0;
+            let mut new = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO access_findings (key, site, rule, at, finding_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO access_findings
+                         (key, site, rule, severity, at, raised_at, ticket, room, reader,
+                          credential, person, finding_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
                 for f in findings {
-                    new += stmt.execute(params![
+                    let inserted = stmt.execute(params![
                         f.key(),
                         f.site,
                         f.rule.as_str(),
+                        severity_name(f.severity),
                         time_text(f.at),
+                        time_text(raised_at),
+                        f.ticket,
+                        f.room,
+                        f.reader.as_deref(),
+                        f.credential.as_deref(),
+                        f.person,
                         encode(f)?,
                     ])?;
+                    if inserted == 1 {
+                        new.push(StoredFinding {
+                            id: tx.last_insert_rowid(),
+                            finding: f.clone(),
+                            raised_at,
+                            reviews: Vec::new(),
+                        });
+                    }
                 }
             }
             tx.commit()?;
@@ -284,27 +408,718 @@ impl AccessStore {
         })
     }
 
-    /// Findings of `site` (all sites when `None`), by time.
-    pub fn findings(&self, site: Option<&str>) -> Result<Vec<Finding>, StoreError> {
+    /// Records the chain records of findings (`(finding id, record seq)`).
+    pub fn mark_findings_audited(&self, marks: &[(i64, u64)]) -> Result<(), StoreError> {
+        self.mark("access_findings", "id", marks)
+    }
+
+    /// Records the chain records of reviews (`(review id, record seq)`).
+    pub fn mark_reviews_audited(&self, marks: &[(i64, u64)]) -> Result<(), StoreError> {
+        self.mark("access_finding_reviews", "id", marks)
+    }
+
+    fn mark(&self, table: &str, key: &str, marks: &[(i64, u64)]) -> Result<(), StoreError> {
+        let sql =
+            format!("UPDATE {table} SET audit_seq = ?2 WHERE {key} = ?1 AND audit_seq IS NULL");
+        self.store.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                for (id, seq) in marks {
+                    stmt.execute(params![id, i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Findings matching `query`, by time then id, each with its reviews.
+    pub fn findings(&self, query: &FindingQuery) -> Result<Vec<StoredFinding>, StoreError> {
+        let mut sql =
+            String::from("SELECT id, raised_at, finding_json FROM access_findings WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut eq = |sql: &mut String, column: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                args.push(v.clone().into());
+                sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+            }
+        };
+        eq(&mut sql, "site", &query.site);
+        eq(&mut sql, "rule", &query.rule.map(|r| r.as_str().to_owned()));
+        eq(&mut sql, "ticket", &query.ticket);
+        eq(&mut sql, "room", &query.room);
+        if let Some(from) = query.from {
+            args.push(time_text(from).into());
+            sql.push_str(&format!(" AND at >= ?{}", args.len()));
+        }
+        if let Some(until) = query.until {
+            args.push(time_text(until).into());
+            sql.push_str(&format!(" AND at < ?{}", args.len()));
+        }
+        if let Some(after) = query.after_id {
+            args.push(after.into());
+            sql.push_str(&format!(" AND id > ?{}", args.len()));
+        }
+        if !query.credentials.is_empty() || !query.people.is_empty() {
+            let mut alternatives = Vec::new();
+            for c in &query.credentials {
+                args.push(c.clone().into());
+                alternatives.push(format!("credential = ?{}", args.len()));
+            }
+            for p in &query.people {
+                args.push(p.clone().into());
+                alternatives.push(format!("person = ?{} COLLATE NOCASE", args.len()));
+            }
+            sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+        }
+        match query.reviewed {
+            Some(true) => sql.push_str(
+                " AND EXISTS (SELECT 1 FROM access_finding_reviews r WHERE r.finding_id = access_findings.id)",
+            ),
+            Some(false) => sql.push_str(
+                " AND NOT EXISTS (SELECT 1 FROM access_finding_reviews r WHERE r.finding_id = access_findings.id)",
+            ),
+            None => {}
+        }
+        sql.push_str(if query.after_id.is_some() {
+            " ORDER BY id"
+        } else {
+            " ORDER BY at, id"
+        });
+        if let Some(limit) = query.limit {
+            args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
+        }
+        self.store.with_conn(|conn| {
+            let rows: Vec<(i64, String, String)> = {
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            let mut reviews = conn.prepare_cached(
+                "SELECT id, finding_id, reviewer, at, note FROM access_finding_reviews
+                 WHERE finding_id = ?1 ORDER BY id",
+            )?;
+            for (id, raised_at, json) in rows {
+                let list = reviews
+                    .query_map([id], review_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push(StoredFinding {
+                    id,
+                    finding: decode_json(&json)?,
+                    raised_at: parse_time(&raised_at)?,
+                    reviews: list,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// One finding by id, with its reviews.
+    pub fn finding(&self, id: i64) -> Result<Option<StoredFinding>, StoreError> {
+        let found = self.findings(&FindingQuery {
+            after_id: Some(id - 1),
+            limit: Some(1),
+            ..FindingQuery::default()
+        })?;
+        Ok(found.into_iter().next().filter(|f| f.id == id))
+    }
+
+    /// The findings stored after `id` (the feed of the incident pipeline), oldest first.
+    pub fn findings_after(&self, id: i64, limit: usize) -> Result<Vec<StoredFinding>, StoreError> {
+        self.findings(&FindingQuery {
+            after_id: Some(id),
+            limit: Some(limit),
+            ..FindingQuery::default()
+        })
+    }
+
+    /// The highest finding id stored (0 when none).
+    pub fn last_finding_id(&self) -> Result<i64, StoreError> {
+        self.store.with_conn(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM access_findings",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Adds a review to finding `finding_id`. The same reviewer with the same note again
+    /// (a re-sent request) returns the stored review and `false`. `None` when there is no
+    /// such finding.
+    pub fn insert_review(
+        &self,
+        finding_id: i64,
+        reviewer: &str,
+        note: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(Review, bool)>, StoreError> {
+        self.store.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM access_findings WHERE id = ?1)",
+                [finding_id],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(None);
+            }
+            let same: Option<Review> = tx
+                .query_row(
+                    "SELECT id, finding_id, reviewer, at, note FROM access_finding_reviews
+                     WHERE finding_id = ?1 AND reviewer = ?2 AND note = ?3",
+                    params![finding_id, reviewer, note],
+                    review_row,
+                )
+                .optional()?;
+            if let Some(review) = same {
+                return Ok(Some((review, false)));
+            }
+            tx.execute(
+                "INSERT INTO access_finding_reviews (finding_id, reviewer, at, note)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![finding_id, reviewer, time_text(at), note],
+            )?;
+            let review = Review {
+                id: tx.last_insert_rowid(),
+                finding_id,
+                reviewer: reviewer.to_owned(),
+                at,
+                note: note.to_owned(),
+            };
+            tx.commit()?;
+            Ok(Some((review, true)))
+        })
+    }
+
+    /// Stores a ticket revision recorded by `actor`; `false` when this revision number of
+    /// the ticket is already stored.
+    pub fn insert_ticket_revision(
+        &self,
+        revision: &TicketRevision,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let t = &revision.snapshot;
+        self.store.with_conn(|conn| {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO access_ticket_revisions
+                     (ticket_id, number, site, at, change, window_end, actor, revision_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    t.id,
+                    revision.number,
+                    t.site,
+                    time_text(revision.at),
+                    change_name(revision.change),
+                    time_text(t.window_end),
+                    actor,
+                    encode(revision)?,
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records the chain record of a ticket revision.
+    pub fn mark_revision_audited(
+        &self,
+        ticket_id: &str,
+        number: u32,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.store.with_conn(|conn| {
+            conn.execute(
+                "UPDATE access_ticket_revisions SET audit_seq = ?3
+                 WHERE ticket_id = ?1 AND number = ?2 AND audit_seq IS NULL",
+                params![ticket_id, number, i64::try_from(seq).unwrap_or(i64::MAX)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every stored ticket revision with its actor, in recording order (by time, ticket,
+    /// number): what rebuilds the ticket book at start.
+    pub fn ticket_revisions(&self) -> Result<Vec<(TicketRevision, String)>, StoreError> {
         self.store.with_conn(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT finding_json FROM access_findings WHERE (?1 IS NULL OR site = ?1)
-                 ORDER BY at, key",
+                "SELECT revision_json, actor FROM access_ticket_revisions
+                 ORDER BY at, ticket_id, number",
             )?;
-            let rows = stmt.query_map([site], |r| r.get::<_, String>(0))?;
-            rows.map(|json| {
-                let json = json?;
-                serde_json::from_str(&json).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|row| {
+                let (json, actor) = row?;
+                Ok((decode_json(&json)?, actor))
             })
             .collect()
         })
     }
+
+    /// Saves how far a site's live reconciler has got (see `access::ingest`).
+    pub fn set_watermark(&self, site: &str, watermark: DateTime<Utc>) -> Result<(), StoreError> {
+        self.store.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO access_reconcile_state (site, watermark) VALUES (?1, ?2)
+                 ON CONFLICT (site) DO UPDATE SET watermark = excluded.watermark
+                 WHERE excluded.watermark > access_reconcile_state.watermark",
+                params![site, time_text(watermark)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The saved watermark of a site.
+    pub fn watermark(&self, site: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.store.with_conn(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT watermark FROM access_reconcile_state WHERE site = ?1",
+                    [site],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(|t| parse_time(&t)).transpose()
+        })
+    }
+
+    /// Stores a visit report (once per ticket: `false` when one is stored already), queued
+    /// for delivery when `deliver` is true.
+    pub fn insert_report<T: Serialize>(
+        &self,
+        ticket_id: &str,
+        site: &str,
+        window_end: DateTime<Utc>,
+        produced_at: DateTime<Utc>,
+        report: &T,
+        deliver: bool,
+    ) -> Result<bool, StoreError> {
+        self.store.with_conn(|conn| {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO access_visit_reports
+                     (ticket_id, site, produced_at, window_end, report_json, delivery, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
+                params![
+                    ticket_id,
+                    site,
+                    time_text(produced_at),
+                    time_text(window_end),
+                    encode(report)?,
+                    if deliver { "pending" } else { "none" },
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records the chain record of a visit report.
+    pub fn mark_report_audited(&self, ticket_id: &str, seq: u64) -> Result<(), StoreError> {
+        self.store.with_conn(|conn| {
+            conn.execute(
+                "UPDATE access_visit_reports SET audit_seq = ?2
+                 WHERE ticket_id = ?1 AND audit_seq IS NULL",
+                params![ticket_id, i64::try_from(seq).unwrap_or(i64::MAX)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The stored visit report of a ticket, with its delivery status.
+    pub fn report<T: serde::de::DeserializeOwned>(
+        &self,
+        ticket_id: &str,
+    ) -> Result<Option<StoredReport<T>>, StoreError> {
+        self.store.with_conn(|conn| {
+            conn.query_row(
+                &format!("{REPORT_COLUMNS} WHERE ticket_id = ?1"),
+                [ticket_id],
+                report_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Ids of the tickets that have a stored report.
+    pub fn reported_tickets(&self) -> Result<Vec<String>, StoreError> {
+        self.store.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT ticket_id FROM access_visit_reports")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Reports waiting for delivery whose next attempt is due at `now`, oldest first.
+    pub fn reports_due<T: serde::de::DeserializeOwned>(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<StoredReport<T>>, StoreError> {
+        self.store.with_conn(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "{REPORT_COLUMNS} WHERE delivery = 'pending' AND next_at <= ?1
+                 ORDER BY next_at, ticket_id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![time_text(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+                report_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// The earliest next delivery attempt of a pending report.
+    pub fn next_report_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.store.with_conn(|conn| {
+            let text: Option<String> = conn.query_row(
+                "SELECT MIN(next_at) FROM access_visit_reports WHERE delivery = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            text.map(|t| parse_time(&t)).transpose()
+        })
+    }
+
+    /// Records the outcome of a delivery attempt of a report.
+    pub fn report_attempted(
+        &self,
+        ticket_id: &str,
+        outcome: ReportAttempt,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (delivery, next_at, error, delivered_at) = match outcome {
+            ReportAttempt::Delivered => ("delivered", now, None, Some(time_text(now))),
+            ReportAttempt::Retry { next_at, error } => ("pending", next_at, Some(error), None),
+            ReportAttempt::Parked { error } => ("parked", now, Some(error), None),
+        };
+        self.store.with_conn(|conn| {
+            conn.execute(
+                "UPDATE access_visit_reports
+                 SET delivery = ?2, next_at = ?3, last_error = ?4, delivered_at = ?5,
+                     attempts = attempts + 1
+                 WHERE ticket_id = ?1",
+                params![ticket_id, delivery, time_text(next_at), error, delivered_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Rows stored but not yet in the audit chain (a crash between the writes), events
+    /// first, each table in storing order.
+    pub fn unaudited(&self) -> Result<Vec<Unaudited>, StoreError> {
+        self.store.with_conn(|conn| {
+            let mut out = Vec::new();
+            {
+                let mut stmt = conn.prepare(
+                    "SELECT event_json FROM access_events WHERE audit_seq IS NULL
+                     ORDER BY received_at, id",
+                )?;
+                for json in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    out.push(Unaudited::Event(decode(&json?)?));
+                }
+            }
+            {
+                let mut stmt = conn.prepare(
+                    "SELECT revision_json, actor FROM access_ticket_revisions
+                     WHERE audit_seq IS NULL ORDER BY at, ticket_id, number",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (json, actor) = row?;
+                    out.push(Unaudited::Revision(Box::new(decode_json(&json)?), actor));
+                }
+            }
+            {
+                let mut stmt = conn.prepare(
+                    "SELECT id, raised_at, finding_json FROM access_findings
+                     WHERE audit_seq IS NULL ORDER BY id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (id, raised_at, json) = row?;
+                    out.push(Unaudited::Finding(Box::new(StoredFinding {
+                        id,
+                        finding: decode_json(&json)?,
+                        raised_at: parse_time(&raised_at)?,
+                        reviews: Vec::new(),
+                    })));
+                }
+            }
+            {
+                let mut stmt = conn.prepare(
+                    "SELECT id, finding_id, reviewer, at, note FROM access_finding_reviews
+                     WHERE audit_seq IS NULL ORDER BY id",
+                )?;
+                for review in stmt.query_map([], review_row)? {
+                    out.push(Unaudited::Review(review?));
+                }
+            }
+            {
+                let mut stmt = conn.prepare(
+                    "SELECT ticket_id, produced_at, report_json FROM access_visit_reports
+                     WHERE audit_seq IS NULL ORDER BY produced_at, ticket_id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (ticket, produced_at, json) = row?;
+                    let report: serde_json::Value = decode_json(&json)?;
+                    out.push(Unaudited::Report {
+                        ticket,
+                        produced_at: parse_time(&produced_at)?,
+                        report,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Retention: deletes events with a device time before `access_before`, findings (and
+    /// their reviews) raised for a time before it, and the revisions and reports of tickets
+    /// whose window ended before `visitor_before`. One transaction. Returns what went.
+    pub fn prune(
+        &self,
+        access_before: DateTime<Utc>,
+        visitor_before: DateTime<Utc>,
+    ) -> Result<Pruned, StoreError> {
+        let access = time_text(access_before);
+        let visitor = time_text(visitor_before);
+        self.store.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            let tickets: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT ticket_id FROM access_ticket_revisions GROUP BY ticket_id
+                     HAVING MAX(window_end) < ?1",
+                )?;
+                let rows = stmt.query_map([&visitor], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let events = tx.execute(
+                "DELETE FROM access_events WHERE device_time < ?1",
+                [&access],
+            )?;
+            let reviews = tx.execute(
+                "DELETE FROM access_finding_reviews WHERE finding_id IN
+                     (SELECT id FROM access_findings WHERE at < ?1)",
+                [&access],
+            )?;
+            let findings = tx.execute("DELETE FROM access_findings WHERE at < ?1", [&access])?;
+            let mut revisions = 0;
+            let mut reports = 0;
+            for t in &tickets {
+                revisions += tx.execute(
+                    "DELETE FROM access_ticket_revisions WHERE ticket_id = ?1",
+                    [t],
+                )?;
+                reports +=
+                    tx.execute("DELETE FROM access_visit_reports WHERE ticket_id = ?1", [t])?;
+            }
+            tx.commit()?;
+            Ok(Pruned {
+                events,
+                findings,
+                reviews,
+                revisions,
+                reports,
+                tickets,
+            })
+        })
+    }
+}
+
+const REPORT_COLUMNS: &str = "SELECT ticket_id, site, produced_at, report_json, delivery, attempts,
+        last_error, delivered_at FROM access_visit_reports";
+
+fn report_row<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+) -> Result<StoredReport<T>, rusqlite::Error> {
+    let delivery: String = r.get(4)?;
+    let delivered_at: Option<String> = r.get(7)?;
+    Ok(StoredReport {
+        ticket_id: r.get(0)?,
+        site: r.get(1)?,
+        produced_at: parse_time(&r.get::<_, String>(2)?)?,
+        report: decode_json(&r.get::<_, String>(3)?)?,
+        delivery: match delivery.as_str() {
+            "pending" => ReportDelivery::Pending,
+            "parked" => ReportDelivery::Parked,
+            "delivered" => ReportDelivery::Delivered,
+            _ => ReportDelivery::NotSent,
+        },
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        delivered_at: delivered_at.map(|t| parse_time(&t)).transpose()?,
+    })
+}
+
+fn review_row(r: &rusqlite::Row<'_>) -> Result<Review, rusqlite::Error> {
+    Ok(Review {
+        id: r.get(0)?,
+        finding_id: r.get(1)?,
+        reviewer: r.get(2)?,
+        at: parse_time(&r.get::<_, String>(3)?)?,
+        note: r.get(4)?,
+    })
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, rusqlite::Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, rusqlite::Error> {
+    serde_json::from_str(json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+    }
+}
+
+fn change_name(c: TicketChange) -> &'static str {
+    match c {
+        TicketChange::Created => "created",
+        TicketChange::Updated => "updated",
+        TicketChange::Cancelled => "cancelled",
+        TicketChange::Closed => "closed",
+    }
+}
+
+/// A stored finding: its id (increasing, never reused), when it was raised and its reviews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFinding {
+    /// The finding's id in this store (the API's finding id and the feed cursor).
+    pub id: i64,
+    pub finding: Finding,
+    /// When the live reconciler (or a re-run) raised it: `raised_at - finding.at` is its
+    /// latency.
+    pub raised_at: DateTime<Utc>,
+    /// Reviews, oldest first.
+    pub reviews: Vec<Review>,
+}
+
+/// "Reviewed, with a note": a security officer's review of a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub id: i64,
+    pub finding_id: i64,
+    /// Who reviewed (the API's principal or the operator's name).
+    pub reviewer: String,
+    pub at: DateTime<Utc>,
+    pub note: String,
+}
+
+/// A query over findings; every given field must match. Results by time then id (by id
+/// when `after_id` is set).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FindingQuery {
+    pub site: Option<String>,
+    pub rule: Option<Rule>,
+    pub ticket: Option<String>,
+    pub room: Option<String>,
+    /// Any of these credentials, or any of `people` (names, case-insensitive).
+    pub credentials: Vec<String>,
+    pub people: Vec<String>,
+    /// Finding time at or after this.
+    pub from: Option<DateTime<Utc>>,
+    /// Finding time before this.
+    pub until: Option<DateTime<Utc>>,
+    /// Only reviewed (`true`) or only unreviewed (`false`) findings.
+    pub reviewed: Option<bool>,
+    /// Only findings with a larger id (the feed).
+    pub after_id: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// Where a visit report's delivery to the ticketing system stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportDelivery {
+    /// No receiver configured.
+    NotSent,
+    /// Waiting for (another) attempt.
+    Pending,
+    /// Refused by the receiver; kept for an operator.
+    Parked,
+    /// Acknowledged by the receiver.
+    Delivered,
+}
+
+/// A stored visit report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReport<T> {
+    pub ticket_id: String,
+    pub site: String,
+    pub produced_at: DateTime<Utc>,
+    pub report: T,
+    pub delivery: ReportDelivery,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of one delivery attempt of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportAttempt {
+    Delivered,
+    Retry {
+        next_at: DateTime<Utc>,
+        error: String,
+    },
+    Parked {
+        error: String,
+    },
+}
+
+/// A stored row whose audit-chain record is missing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unaudited {
+    Event(AccessEvent),
+    /// A ticket revision and the actor who recorded it.
+    Revision(Box<TicketRevision>, String),
+    Finding(Box<StoredFinding>),
+    Review(Review),
+    Report {
+        ticket: String,
+        produced_at: DateTime<Utc>,
+        report: serde_json::Value,
+    },
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: usize,
+    pub findings: usize,
+    pub reviews: usize,
+    pub revisions: usize,
+    pub reports: usize,
+    /// Tickets removed with their whole history.
+    pub tickets: Vec<String>,
 }
 
 #[cfg(test)]
@@ -382,6 +1197,6 @@ mod tests {
         assert_eq!(store.unaudited().unwrap().len(), 2);
         store.mark_audited(&[(&batch[0].id, 7)]).unwrap();
         let left = store.unaudited().unwrap();
-        assert_eq!(left, vec![batch[1].clone()]);
+        assert_eq!(left, vec![Unaudited::Event(batch[1].clone())]);
     }
 }

@@ -315,6 +315,33 @@ impl Store {
         })
     }
 
+    /// The latest stored transition of each incident (its JSON body), newest first, at
+    /// most `limit`: the incident list of the API.
+    pub fn incidents_latest(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT body FROM incident_transitions WHERE seq IN
+                     (SELECT MAX(seq) FROM incident_transitions GROUP BY incident_id)
+                 ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Every stored transition of one incident (JSON bodies), oldest first.
+    pub fn incident_log(&self, incident_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = incident_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT body FROM incident_transitions WHERE incident_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// The stored incident transitions of one kind (`opened`, `resolved`, ...), oldest
     /// first, as their JSON bodies.
     pub fn incident_transitions_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError> {

@@ -388,6 +388,23 @@ impl Store {
         })
     }
 
+    /// Every item of one incident, any state, by adapter and sequence (the delivery
+    /// status the API shows with an incident).
+    pub fn outbox_of_incident(&self, incident_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE incident_id = ?1 ORDER BY adapter, sequence"
+            ))?;
+            let rows = stmt.query_map([incident_id], item_from_row)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (item, _payload) = row?;
+                items.push(item);
+            }
+            Ok(items)
+        })
+    }
+
     /// Items per state (of every adapter when `adapter` is `None`).
     pub fn outbox_counts(&self, adapter: Option<&str>) -> Result<OutboxCounts, StoreError> {
         self.with_conn(|conn| {

@@ -609,7 +609,7 @@ impl Metrics {
             ("spool_budget", spool.dropped_bytes_lines),
             ("spool_age", spool.dropped_age_lines),
             ("spool_corrupt", spool.corrupt_lines),
-            ("spool_error", sample.spool_errors),
+            ("spool_error", sample.spool_error_lines),
             ("unencodable", sample.unencodable),
         ] {
             if let Ok(c) = self
@@ -1017,6 +1017,21 @@ impl AlarmMetrics {
                 *suppressed.entry(vec![a.key.site.clone()]).or_default() += 1;
             }
         }
+        // Zeros for every state and priority of a site the book knows, so "no P3 alarm"
+        // is a 0 on the wall, not a missing series.
+        for site in kpis.sites.keys() {
+            for state in ["active_unacked", "active_acked", "returned_unacked"] {
+                for priority in crate::config::model::Priority::ALL {
+                    by_state
+                        .entry(vec![
+                            site.clone(),
+                            state.to_owned(),
+                            priority.as_str().to_owned(),
+                        ])
+                        .or_insert(0);
+                }
+            }
+        }
         self.replace(ALARMS, &self.alarms, by_state, true);
         self.replace(ALARMS_SUPPRESSED, &self.suppressed, suppressed, true);
         let per_site = |f: fn(&crate::alarms::SiteKpis) -> i64| -> HashMap<Vec<String>, i64> {
@@ -1137,6 +1152,208 @@ impl AlarmMetrics {
     }
 }
 
+// --- Genset load tests and access (the dashboards of issue 5) -------------------------
+
+/// Gauge: genset load tests recorded for a site (`result`: `qualifying`, `not_qualifying`).
+pub const GENSET_LOAD_TESTS: &str = "dcguard_genset_load_tests";
+/// Gauge: end of the latest recorded load test of a site, per result, Unix seconds.
+pub const GENSET_LOAD_TEST_LAST_END_TIMESTAMP_SECONDS: &str =
+    "dcguard_genset_load_test_last_end_timestamp_seconds";
+/// Gauge: duration of the latest recorded load test of a site, per result.
+pub const GENSET_LOAD_TEST_LAST_DURATION_SECONDS: &str =
+    "dcguard_genset_load_test_last_duration_seconds";
+/// Gauge: time-weighted average load of the latest recorded load test, fraction of the
+/// carrying gensets' nameplate kW.
+pub const GENSET_LOAD_TEST_LAST_LOAD_RATIO: &str = "dcguard_genset_load_test_last_load_ratio";
+/// Gauge: the site's required interval between qualifying load tests
+/// (`[site.genset] load_test_interval_months` x 30.4375 days).
+pub const GENSET_LOAD_TEST_INTERVAL_SECONDS: &str = "dcguard_genset_load_test_interval_seconds";
+/// Gauge: people inside a site whose current room is `room` (counts only, never who).
+pub const ACCESS_OCCUPANCY: &str = "dcguard_access_occupancy";
+/// Counter: access findings (violations) raised since start, by site and rule.
+pub const ACCESS_FINDINGS_TOTAL: &str = "dcguard_access_findings_total";
+
+/// Average Gregorian month, seconds (365.25 / 12 days).
+const MONTH_SECONDS: f64 = 30.4375 * 86_400.0;
+
+/// The metrics of genset load tests and access occupancy and findings, registered in the
+/// daemon's registry by [`Metrics::dashboard_metrics`] and copied at scrape time from
+/// the store (load tests) and the access ingestion (occupancy, findings).
+#[derive(Debug)]
+pub struct DashboardMetrics {
+    load_tests: IntGaugeVec,
+    last_end: GaugeVec,
+    last_duration: GaugeVec,
+    last_load: GaugeVec,
+    occupancy: IntGaugeVec,
+    findings: IntCounterVec,
+    /// Every site id, and the rooms behind a reader per site (occupancy reads 0 there
+    /// when nobody is inside).
+    sites: Vec<String>,
+    reader_rooms: Vec<(String, String)>,
+    copy_lock: Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+/// Load-test result label values.
+const QUALIFYING: &str = "qualifying";
+const NOT_QUALIFYING: &str = "not_qualifying";
+
+impl Metrics {
+    /// Registers the load-test and access metrics (once per registry) and sets each
+    /// site's required load-test interval from `config`.
+    pub fn dashboard_metrics(&self, config: &Config) -> Result<DashboardMetrics, MetricsError> {
+        let r = &self.registry;
+        let interval = gauge(
+            r,
+            GENSET_LOAD_TEST_INTERVAL_SECONDS,
+            "Required interval between qualifying genset load tests of a site.",
+            &["site"],
+        )?;
+        let mut reader_rooms = Vec::new();
+        for site in &config.sites {
+            interval
+                .with_label_values(&[site.id.as_str()])
+                .set(f64::from(site.genset.load_test_interval_months) * MONTH_SECONDS);
+            for reader in &site.access.readers {
+                let key = (site.id.clone(), reader.room.clone());
+                if !reader_rooms.contains(&key) {
+                    reader_rooms.push(key);
+                }
+            }
+        }
+        Ok(DashboardMetrics {
+            load_tests: int_gauge(
+                r,
+                GENSET_LOAD_TESTS,
+                "Genset load tests (utility off, gensets carrying the load) recorded for a \
+                 site, by result (qualifying, not_qualifying).",
+                &["site", "result"],
+            )?,
+            last_end: gauge(
+                r,
+                GENSET_LOAD_TEST_LAST_END_TIMESTAMP_SECONDS,
+                "End of the latest recorded genset load test of a site, by result.",
+                &["site", "result"],
+            )?,
+            last_duration: gauge(
+                r,
+                GENSET_LOAD_TEST_LAST_DURATION_SECONDS,
+                "Duration of the latest recorded genset load test of a site, by result.",
+                &["site", "result"],
+            )?,
+            last_load: gauge(
+                r,
+                GENSET_LOAD_TEST_LAST_LOAD_RATIO,
+                "Time-weighted average load of the latest recorded genset load test of a \
+                 site, as a fraction of the carrying gensets' nameplate, by result.",
+                &["site", "result"],
+            )?,
+            occupancy: int_gauge(
+                r,
+                ACCESS_OCCUPANCY,
+                "People inside a site whose current room is this room.",
+                &["site", "room"],
+            )?,
+            findings: counter(
+                r,
+                ACCESS_FINDINGS_TOTAL,
+                "Access findings (violations) raised since start, by site and rule.",
+                &["site", "rule"],
+            )?,
+            sites: config.sites.iter().map(|s| s.id.clone()).collect(),
+            reader_rooms,
+            copy_lock: Mutex::new(std::collections::BTreeSet::new()),
+        })
+    }
+}
+
+impl DashboardMetrics {
+    /// Sets the load-test gauges from every recorded test (any order): the count per site
+    /// and result (0 where none), and the latest test's end, duration and average load.
+    pub fn set_load_tests(&self, records: &[crate::rules::LoadTestRecord]) {
+        use std::collections::HashMap;
+        let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut latest: HashMap<(&str, &str), &crate::rules::LoadTestRecord> = HashMap::new();
+        for site in &self.sites {
+            for result in [QUALIFYING, NOT_QUALIFYING] {
+                counts.insert((site.as_str(), result), 0);
+            }
+        }
+        for rec in records {
+            let result = if rec.qualifying {
+                QUALIFYING
+            } else {
+                NOT_QUALIFYING
+            };
+            let key = (&*rec.site, result);
+            *counts.entry(key).or_default() += 1;
+            let newer = latest.get(&key).is_none_or(|l| l.ended <= rec.ended);
+            if newer {
+                latest.insert(key, rec);
+            }
+        }
+        for ((site, result), n) in counts {
+            self.load_tests.with_label_values(&[site, result]).set(n);
+        }
+        for ((site, result), rec) in latest {
+            let labels = [site, result];
+            let ms = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
+            self.last_end
+                .with_label_values(&labels)
+                .set(rec.ended.timestamp_millis() as f64 / 1000.0);
+            self.last_duration
+                .with_label_values(&labels)
+                .set(ms(rec.ended - rec.started));
+            self.last_load
+                .with_label_values(&labels)
+                .set(rec.avg_load_pct / 100.0);
+        }
+    }
+
+    /// Sets the access metrics: `occupancy` as (site, current room, people) (rooms behind
+    /// a reader read 0 when empty; rooms emptied since the last call go to 0), and the
+    /// findings raised since start per (site, rule) (every rule of a site with readers
+    /// starts at 0).
+    pub fn set_access(
+        &self,
+        occupancy: &[(String, String, usize)],
+        findings: &std::collections::BTreeMap<(String, String), u64>,
+    ) {
+        let mut seen = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now: std::collections::BTreeMap<(String, String), usize> = self
+            .reader_rooms
+            .iter()
+            .chain(seen.iter())
+            .map(|k| (k.clone(), 0))
+            .collect();
+        for (site, room, n) in occupancy {
+            *now.entry((site.clone(), room.clone())).or_default() += n;
+        }
+        for ((site, room), n) in &now {
+            self.occupancy
+                .with_label_values(&[site.as_str(), room.as_str()])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        seen.extend(now.into_keys());
+        let mut sites_with_readers: Vec<&str> =
+            self.reader_rooms.iter().map(|(s, _)| s.as_str()).collect();
+        sites_with_readers.dedup();
+        for site in sites_with_readers {
+            for rule in crate::access::reconcile::Rule::ALL {
+                let _ = self.findings.with_label_values(&[site, rule.as_str()]);
+            }
+        }
+        for ((site, rule), n) in findings {
+            if let Ok(c) = self
+                .findings
+                .get_metric_with_label_values(&[site.as_str(), rule.as_str()])
+            {
+                advance(&c, *n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1241,5 +1458,56 @@ mod tests {
         assert_eq!(rack_limits.len(), racks);
         assert!(rack_limits.iter().all(|w| *w >= 2000.0 && *w <= 5000.0));
         assert!(rack_limits.contains(&2000.0) && rack_limits.contains(&3000.0));
+    }
+}
+
+// --- REST API (issue 7) ---------------------------------------------------------------
+
+/// Counter: API and HTTP requests answered, by method, route (as the access matrix lists
+/// it; `unmatched` for no route) and status code.
+pub const API_REQUESTS_TOTAL: &str = "dcguard_api_requests_total";
+/// Counter: requests refused by authentication or authorization, by reason
+/// (`unauthenticated`, `invalid_token`, `forbidden`, `rate_limited`).
+pub const API_AUTH_FAILURES_TOTAL: &str = "dcguard_api_auth_failures_total";
+/// Counter: API audit records that could not be written to the audit chain.
+pub const API_AUDIT_FAILURES_TOTAL: &str = "dcguard_api_audit_failures_total";
+
+/// The API's metrics, registered in the daemon's registry by [`Metrics::api_metrics`].
+/// Labels are fixed words and matrix routes only: never a token, a token id or a path a
+/// client chose.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    /// See [`API_REQUESTS_TOTAL`].
+    pub requests: IntCounterVec,
+    /// See [`API_AUTH_FAILURES_TOTAL`].
+    pub auth_failures: IntCounterVec,
+    /// See [`API_AUDIT_FAILURES_TOTAL`].
+    pub audit_failures: IntCounter,
+}
+
+impl Metrics {
+    /// Registers the API metrics (once per registry).
+    pub fn api_metrics(&self) -> Result<ApiMetrics, MetricsError> {
+        let r = &self.registry;
+        let audit_failures = IntCounter::new(
+            API_AUDIT_FAILURES_TOTAL,
+            "API audit records that could not be written to the audit chain.",
+        )?;
+        r.register(Box::new(audit_failures.clone()))?;
+        Ok(ApiMetrics {
+            requests: counter(
+                r,
+                API_REQUESTS_TOTAL,
+                "HTTP requests answered, by method, matrix route and status.",
+                &["method", "route", "status"],
+            )?,
+            auth_failures: counter(
+                r,
+                API_AUTH_FAILURES_TOTAL,
+                "Requests refused by authentication or authorization, by reason.",
+                &["reason"],
+            )?,
+            audit_failures,
+        })
     }
 }

@@ -14,6 +14,8 @@
 pub mod pagerduty;
 /// ServiceNow Table API.
 pub mod servicenow;
+/// Visit reports on the generic webhook (`dcguard.visit.report`).
+pub mod visit_report;
 /// Generic CloudEvents webhook (DESIGN "Incident webhook").
 pub mod webhook;
 

@@ -305,6 +305,61 @@ pub fn book(site: &Site, ops: &[TicketOp]) -> TicketBook {
     book
 }
 
+/// Applies ticket operations through the access service (stored, chained, live), each at its
+/// time, actor `ticketing`; panics on a refused one (generator bug).
+pub fn apply_to_service(service: &dcguard::access::service::AccessService, ops: &[TicketOp]) {
+    use dcguard::access::service::VisitInput;
+    for op in ops {
+        let result = match op {
+            TicketOp::Create(t, at) => {
+                let t = (**t).clone();
+                let input = VisitInput {
+                    id: t.id,
+                    site: t.site,
+                    rooms: t.rooms,
+                    window_start: t.window_start,
+                    window_end: t.window_end,
+                    pic: t.pic,
+                    visitors: t.visitors,
+                    activity_plan: t.activity_plan,
+                    approver: t.approver,
+                };
+                service.create_visit(input, "ticketing", *at)
+            }
+            TicketOp::Cancel(id, at) => service.cancel_visit(id, "ticketing", *at),
+            TicketOp::Close(id, at) => service.close_visit(id, "ticketing", *at),
+        };
+        if let Err(e) = result {
+            panic!("generated ticket operation refused: {e}");
+        }
+    }
+}
+
+/// The time a finding's latency is measured from: the deadline for `overstay` (no event
+/// triggers it), else the latest effective time (device time, or receive time for a skewed
+/// clock) among its evidence events.
+pub fn trigger_time(
+    f: &Finding,
+    events: &std::collections::HashMap<Arc<str>, AccessEvent>,
+    max_skew: TimeDelta,
+) -> DateTime<Utc> {
+    if f.rule == Rule::Overstay {
+        return f.at;
+    }
+    f.evidence
+        .iter()
+        .filter_map(|id| events.get(id))
+        .map(|e| {
+            if (e.device_time - e.received_at).abs() > max_skew {
+                e.received_at
+            } else {
+                e.device_time
+            }
+        })
+        .max()
+        .unwrap_or(f.at)
+}
+
 /// An anomaly the generator planted: a finding must carry this rule, this ticket and this
 /// event among its evidence.
 #[derive(Debug, Clone, PartialEq)]

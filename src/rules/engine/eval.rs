@@ -13,6 +13,7 @@ use crate::config::model::{ClimateLimits, DeviceKind, Feed, Redundancy, Role, Ro
 use crate::rules::catalogue::{self as cat, RuleSpec};
 use crate::rules::climate::dew_point_c;
 use crate::rules::condition::{Condition, ConditionKey, Verdict};
+use crate::rules::overrides::Where;
 
 /// Where a condition applies, for its fields and its summary.
 #[derive(Debug, Clone, Default)]
@@ -189,7 +190,30 @@ impl Eval<'_> {
 
     /// A numeric check from the best known value and, when some input is unknown, why.
     /// Active as soon as a known value is beyond the limit; else unknown if anything is.
-    fn numeric(&mut self, n: Numeric<'_>, value: Option<f64>, unknown: Option<Arc<str>>) {
+    fn numeric(&mut self, mut n: Numeric<'_>, value: Option<f64>, unknown: Option<Arc<str>>) {
+        let overridden = self
+            .engine
+            .overrides
+            .resolve(
+                &self.site.id,
+                n.spec.id,
+                Where {
+                    room: n.loc.room.as_deref(),
+                    rack: n.loc.rack.as_deref(),
+                    device: n.loc.device.as_deref(),
+                },
+            )
+            .limit;
+        if let Some(limit) = overridden {
+            let side = match n.side {
+                Side::Above => "above",
+                Side::AtOrAbove => "at or above",
+                Side::Below => "below",
+                Side::AtOrBelow => "at or below",
+            };
+            n.limit = limit;
+            n.active = format!("{side} {} {} (rule_overrides)", num(limit), n.unit);
+        }
         let mut c = self.cond(n.spec, n.scope, &n.loc);
         let label = self.label(&n.loc);
         c.limit = Some(n.limit);

@@ -28,13 +28,17 @@
 //! probes every 2 s, 3 probes) and, on Linux, `TCP_USER_TIMEOUT` for unacknowledged
 //! data; the request timeout covers a peer that stops answering while the link is up.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::model::RegisterKind;
 use crate::sources::modbus::plan::{PROTOCOL_MAX_BITS, PROTOCOL_MAX_REGISTERS};
@@ -164,6 +168,8 @@ pub struct ReadOnlyClient {
     connection: Option<BufReader<TcpStream>>,
     next_transaction: u16,
     counters: ClientCounters,
+    /// The request timer, made on the first read and re-armed lazily (see [`Self::read`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ReadOnlyClient {
@@ -175,6 +181,7 @@ impl ReadOnlyClient {
             connection: None,
             next_transaction: 0,
             counters: ClientCounters::default(),
+            timer: None,
         }
     }
 
@@ -272,13 +279,32 @@ impl ReadOnlyClient {
     }
 
     /// Reads `count` registers or bits of `table` from `start` on `unit`: function code
-    /// 1, 2, 3 or 4 by the table, nothing else. Connects first when needed.
+    /// 1, 2, 3 or 4 by the table, nothing else. Connects first when needed. Waits at most
+    /// the options' request timeout for the response.
     pub async fn read(
         &mut self,
         unit: u8,
         table: RegisterKind,
         start: u16,
         count: u16,
+    ) -> Result<ReadData, ClientError> {
+        let timeout = self.options.request_timeout;
+        self.read_within(unit, table, start, count, timeout).await
+    }
+
+    /// [`Self::read`] with its own request timeout (a slow unit behind a gateway).
+    ///
+    /// The timeout costs no timer operation per request: one timer per client is re-armed
+    /// only when it fires before the current request's deadline (so at most about once
+    /// per timeout period while requests keep coming), or moved earlier when a request
+    /// has a shorter timeout than the timer's deadline.
+    pub async fn read_within(
+        &mut self,
+        unit: u8,
+        table: RegisterKind,
+        start: u16,
+        count: u16,
+        timeout: Duration,
     ) -> Result<ReadData, ClientError> {
         let limit = if table.is_bit_table() {
             PROTOCOL_MAX_BITS
@@ -299,18 +325,35 @@ impl ReadOnlyClient {
             count,
         };
         self.counters.requests += 1;
+        let deadline = Instant::now() + timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
         let Some(connection) = self.connection.as_mut() else {
             // `connect` just succeeded; kept total anyway.
             return Err(ClientError::Io(io::ErrorKind::NotConnected.into()));
         };
-        let outcome = match tokio::time::timeout(
-            self.options.request_timeout,
-            exchange(connection, &request),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_elapsed) => Err(ClientError::Timeout),
+        let outcome = {
+            let exchange = exchange(connection, &request);
+            tokio::pin!(exchange);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(result);
+                }
+                // The timer fires at its deadline, which may be an earlier request's: then
+                // it is re-armed for this one. Ends as `Pending` with the timer registered.
+                while timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(ClientError::Timeout));
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                Poll::Pending
+            })
+            .await
         };
         if let Err(error) = &outcome
             && error.dropped_connection()

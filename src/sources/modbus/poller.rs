@@ -1,11 +1,14 @@
 //! The Modbus poller: one task per endpoint, per-device schedules by poll class, readings out.
 //!
-//! **Shape.** [`endpoints`] groups the configured Modbus devices by endpoint (host:port);
-//! [`poll_endpoint`] (or [`spawn`]) runs one task per endpoint. All devices (unit ids)
-//! behind an endpoint share its one [`ReadOnlyClient`], so there is at most one request
-//! outstanding per connection. Each device has one job per poll class with points (fast,
-//! normal, slow) at the interval of its `PollIntervals`; the requests of each job are
-//! planned once at start ([`plan_classes`]). The task runs whichever job is due first.
+//! **Shape.** [`endpoints`] groups the configured Modbus devices by endpoint (host:port)
+//! with the endpoint's [`EndpointSettings`]; [`poll_endpoint`] (or [`spawn`]) runs one
+//! task per endpoint. That task opens `max_connections` connections (default 1), each
+//! with its own [`ReadOnlyClient`] and its own share of the units behind the endpoint
+//! (spread by planned request rate), and **each connection carries at most one request
+//! at a time**: a request is sent only after the previous one was answered or timed out.
+//! Each device has one job per poll class with points (fast, normal, slow) at the
+//! interval of its `PollIntervals`; the requests of each job are planned once at start
+//! ([`plan_classes`]). A connection runs whichever of its jobs is due first.
 //!
 //! **Readings.** Every request gives one [`Reading`] per point it carries, sampled at the
 //! UTC instant the request was sent: decoded values when the device answered, a bad
@@ -18,20 +21,21 @@
 //! * 0x0B / 0x0A (gateway target or path failed), or a timeout: that *unit* is down. The
 //!   rest of its scan is answered bad without IO, and it backs off on its own
 //!   (`unit_backoff`, 1 s doubling to 30 s with jitter): while it waits its scans give
-//!   bad readings without IO, then one scan probes it. So a dead unit costs its
-//!   siblings at most one request timeout per backoff slot.
+//!   bad readings without IO, then one scan probes it. So a dead unit costs the units
+//!   sharing its connection at most one request timeout per backoff slot.
 //! * 0x02 illegal address: the request names registers the device does not have, a
 //!   configuration problem. It is reported once (warn log naming device and points,
 //!   `config_problems` in health) and disabled; its points read bad (exception 0x02)
 //!   without IO from then on; the rest of the device keeps its schedule.
-//! * Connection refused or unreachable: the endpoint backs off (`reconnect`, 1 s to
+//! * Connection refused or unreachable: the connection backs off (`reconnect`, 1 s to
 //!   30 s, jitter); meanwhile due scans give `ConnectionLost` readings without IO.
 //! * A connection that failed under a request (reset, closed by an idle timer, a stray
 //!   or malformed frame) was dropped by the client; the request is retried once on a
 //!   new connection, so an idle close or one stray frame costs no data.
 //!
-//! **Fragile devices** ([`PollerOptions`]): a pause between requests, closing the
-//! connection after each scan.
+//! **Fragile devices** ([`EndpointSettings`], from `[modbus]` and `[[modbus_endpoints]]`):
+//! a pause between requests, closing the connection after each scan, the number of
+//! connections, and a request timeout per endpoint or per device.
 //!
 //! The task stops when its cancellation token is cancelled or the readings channel is
 //! closed. A full channel holds the task back (backpressure, nothing dropped): the
@@ -51,12 +55,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::model::{
-    Config, DeviceTransport, ModbusProfile, PollClass, PollIntervals, Profile, ProfileTransport,
+    Config, DeviceTransport, EndpointSettings, ModbusPolling, ModbusProfile, PollClass,
+    PollIntervals, Profile, ProfileTransport,
 };
 use crate::model::{BadReason, PointId, Reading};
 use crate::sources::health::{DeviceKey, HealthRegistry};
 use crate::sources::modbus::backoff::{Backoff, BackoffPolicy};
-use crate::sources::modbus::client::{ClientError, ClientOptions, ReadData, ReadOnlyClient};
+use crate::sources::modbus::client::{
+    ClientCounters, ClientError, ClientOptions, ReadData, ReadOnlyClient,
+};
 use crate::sources::modbus::decode::{decode_bits_in, decode_in};
 use crate::sources::modbus::plan::{ReadRequest, plan_classes};
 
@@ -69,10 +76,12 @@ const GATEWAY_PATH: u8 = 0x0A;
 /// Exception 0x0B: gateway target device failed to respond.
 const GATEWAY_TARGET: u8 = 0x0B;
 
-/// Poller settings. Defaults suit the shipped devices; config keys may come later.
+/// Poller settings shared by every endpoint: `[modbus]` of `dcguard.toml`
+/// ([`PollerOptions::from_config`]); tests shorten them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollerOptions {
-    /// Connection and request timeouts, keepalive.
+    /// Connection and request timeouts, keepalive. `request_timeout` applies where
+    /// neither the endpoint nor the device sets one.
     pub client: ClientOptions,
     /// Retries after exception 0x06 (busy).
     pub busy_retries: u32,
@@ -82,24 +91,35 @@ pub struct PollerOptions {
     pub reconnect: BackoffPolicy,
     /// Backoff of a unit that timed out or that its gateway reported failed.
     pub unit_backoff: BackoffPolicy,
-    /// Quiet time between two requests on a connection (slow serial gateways).
-    pub pause_between_requests: Duration,
-    /// Close the connection after every scan (devices with few sockets).
-    pub close_after_scan: bool,
 }
 
 impl Default for PollerOptions {
-    /// 3 busy retries 100 ms apart, backoff 1 s to 30 s with 20 % jitter, no pause,
-    /// connection kept open.
+    /// The shipped defaults: those of an absent `[modbus]` section.
     fn default() -> Self {
+        PollerOptions::from_config(&ModbusPolling::default())
+    }
+}
+
+impl PollerOptions {
+    /// The options `[modbus]` describes: its timeouts, busy retries, and one backoff
+    /// (`backoff_min` doubling to `backoff_max`, 20 % jitter) for reconnects and for
+    /// units that stopped answering.
+    pub fn from_config(modbus: &ModbusPolling) -> Self {
+        let backoff = BackoffPolicy {
+            initial: modbus.backoff_min,
+            max: modbus.backoff_max.max(modbus.backoff_min),
+            jitter: 0.2,
+        };
         PollerOptions {
-            client: ClientOptions::default(),
-            busy_retries: 3,
-            busy_retry_delay: Duration::from_millis(100),
-            reconnect: BackoffPolicy::default(),
-            unit_backoff: BackoffPolicy::default(),
-            pause_between_requests: Duration::ZERO,
-            close_after_scan: false,
+            client: ClientOptions {
+                request_timeout: modbus.request_timeout,
+                connect_timeout: modbus.connect_timeout,
+                ..ClientOptions::default()
+            },
+            busy_retries: modbus.busy_retries,
+            busy_retry_delay: modbus.busy_retry_delay,
+            reconnect: backoff,
+            unit_backoff: backoff,
         }
     }
 }
@@ -115,6 +135,26 @@ pub struct PolledDevice {
     pub profile: Arc<Profile>,
     /// Interval per poll class.
     pub poll: PollIntervals,
+    /// The device's own request timeout, if it has one.
+    pub request_timeout: Option<Duration>,
+}
+
+impl PolledDevice {
+    /// Requests per second its schedule plans (every class), for spreading units over
+    /// connections.
+    fn planned_rate(&self) -> f64 {
+        let ProfileTransport::Modbus(profile) = &self.profile.transport else {
+            return 0.0;
+        };
+        let plans = plan_classes(profile);
+        [PollClass::Fast, PollClass::Normal, PollClass::Slow]
+            .into_iter()
+            .map(|class| {
+                let interval = self.poll.of(class).max(Duration::from_millis(1));
+                plans.of(class).requests.len() as f64 / interval.as_secs_f64()
+            })
+            .sum()
+    }
 }
 
 /// One endpoint and the devices behind it.
@@ -126,9 +166,41 @@ pub struct EndpointSpec {
     pub address: SocketAddr,
     /// Devices by unit id.
     pub devices: Vec<PolledDevice>,
+    /// Connections, pause, close after scan, request timeout.
+    pub settings: EndpointSettings,
 }
 
-/// Groups the Modbus devices of every site of `config` by endpoint.
+impl EndpointSpec {
+    /// The devices of each connection: `max_connections` groups at most (never more
+    /// than there are devices), balanced by planned request rate (largest first, each to
+    /// the least loaded group). Deterministic.
+    pub fn connection_groups(&self) -> Vec<Vec<PolledDevice>> {
+        let n = usize::from(self.settings.max_connections).clamp(1, self.devices.len().max(1));
+        if n == 1 {
+            return vec![self.devices.clone()];
+        }
+        let mut by_rate: Vec<(f64, &PolledDevice)> =
+            self.devices.iter().map(|d| (d.planned_rate(), d)).collect();
+        by_rate.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.unit.cmp(&b.1.unit)));
+        let mut groups: Vec<(f64, Vec<PolledDevice>)> = vec![(0.0, Vec::new()); n];
+        for (rate, device) in by_rate {
+            if let Some(least) = groups.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)) {
+                least.0 += rate;
+                least.1.push(device.clone());
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, mut devices)| {
+                devices.sort_by_key(|d| d.unit);
+                devices
+            })
+            .collect()
+    }
+}
+
+/// Groups the Modbus devices of every site of `config` by endpoint, each with its
+/// settings (`[modbus]` and the site's `[[modbus_endpoints]]`).
 pub fn endpoints(config: &Config) -> Vec<EndpointSpec> {
     let mut by_endpoint: BTreeMap<SocketAddr, EndpointSpec> = BTreeMap::new();
     for site in &config.sites {
@@ -137,6 +209,7 @@ pub fn endpoints(config: &Config) -> Vec<EndpointSpec> {
                 endpoint,
                 unit,
                 poll,
+                request_timeout,
             } = &device.transport
             else {
                 continue;
@@ -150,6 +223,7 @@ pub fn endpoints(config: &Config) -> Vec<EndpointSpec> {
                     configured: *endpoint,
                     address: *endpoint,
                     devices: Vec::new(),
+                    settings: config.endpoint_settings(*endpoint),
                 })
                 .devices
                 .push(PolledDevice {
@@ -157,6 +231,7 @@ pub fn endpoints(config: &Config) -> Vec<EndpointSpec> {
                     unit: *unit,
                     profile: device.profile.clone(),
                     poll: *poll,
+                    request_timeout: *request_timeout,
                 });
         }
     }
@@ -192,7 +267,8 @@ pub fn spawn(
         .collect()
 }
 
-/// Polls every device of one endpoint until `cancel` is cancelled or `readings` closes.
+/// Polls every device of one endpoint until `cancel` is cancelled or `readings` closes:
+/// one connection per group of [`EndpointSpec::connection_groups`], all in this task.
 pub async fn poll_endpoint(
     spec: EndpointSpec,
     options: PollerOptions,
@@ -200,7 +276,40 @@ pub async fn poll_endpoint(
     health: HealthRegistry,
     cancel: CancellationToken,
 ) {
-    let mut poller = EndpointPoller::new(spec, options, readings, health);
+    let mut groups = spec.connection_groups();
+    if groups.len() <= 1 {
+        let devices = groups.pop().unwrap_or_default();
+        poll_connection(spec, devices, options, readings, health, cancel).await;
+        return;
+    }
+    let mut connections = tokio::task::JoinSet::new();
+    for devices in groups {
+        connections.spawn(poll_connection(
+            spec.clone(),
+            devices,
+            options.clone(),
+            readings.clone(),
+            health.clone(),
+            cancel.clone(),
+        ));
+    }
+    while let Some(ended) = connections.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(endpoint = %spec.configured, error = %error, "Modbus connection task failed.");
+        }
+    }
+}
+
+/// Polls `devices` over one connection to `spec`'s endpoint.
+async fn poll_connection(
+    spec: EndpointSpec,
+    devices: Vec<PolledDevice>,
+    options: PollerOptions,
+    readings: mpsc::Sender<Reading>,
+    health: HealthRegistry,
+    cancel: CancellationToken,
+) {
+    let mut poller = EndpointPoller::new(spec, devices, options, readings, health);
     if poller.jobs.is_empty() {
         return;
     }
@@ -210,24 +319,26 @@ pub async fn poll_endpoint(
         };
         tokio::select! {
             biased;
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(due) => {}
         }
         let keep_going = tokio::select! {
             biased;
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             keep_going = poller.run_job(job) => keep_going,
         };
         if !keep_going {
-            return;
+            break;
         }
         poller.reschedule(job, due);
     }
+    poller.client.disconnect();
+    poller.report_endpoint();
 }
 
 /// Runs every scan (every poll class) of every device of one endpoint once and returns
 /// the readings, in request order: one table's worth of data for commissioning a
-/// device (`dcguard run --once`). The connection is closed afterwards.
+/// device (`dcguard run --once`). One connection, closed afterwards.
 pub async fn scan_once(
     spec: EndpointSpec,
     options: PollerOptions,
@@ -245,11 +356,13 @@ pub async fn scan_once(
     for device in &spec.devices {
         health.register(&device.key);
     }
-    let mut poller = EndpointPoller::new(spec, options, tx, health.clone());
+    let devices = spec.devices.clone();
+    let mut poller = EndpointPoller::new(spec, devices, options, tx, health.clone());
     for job in 0..poller.jobs.len() {
         poller.run_job(job).await;
     }
     poller.client.disconnect();
+    poller.report_endpoint();
     drop(poller);
     let mut readings = Vec::with_capacity(capacity);
     while let Some(reading) = rx.recv().await {
@@ -286,6 +399,8 @@ struct DeviceRun {
     backoff: Backoff,
     /// While the unit is down: not before this instant, and the reason its points read bad.
     down_until: Option<(Instant, BadReason)>,
+    /// Longest wait for one of its responses.
+    request_timeout: Duration,
 }
 
 impl DeviceRun {
@@ -307,10 +422,14 @@ enum Verdict {
     EndpointDown,
 }
 
+/// One connection to an endpoint and the devices it polls.
 struct EndpointPoller {
     configured: SocketAddr,
     options: PollerOptions,
+    settings: EndpointSettings,
     client: ReadOnlyClient,
+    /// Client counters and connection state already added to the endpoint's health.
+    reported: (ClientCounters, bool),
     devices: Vec<DeviceRun>,
     jobs: Vec<Job>,
     readings: mpsc::Sender<Reading>,
@@ -324,6 +443,7 @@ struct EndpointPoller {
 impl EndpointPoller {
     fn new(
         spec: EndpointSpec,
+        polled: Vec<PolledDevice>,
         options: PollerOptions,
         readings: mpsc::Sender<Reading>,
         health: HealthRegistry,
@@ -331,7 +451,11 @@ impl EndpointPoller {
         let now = Instant::now();
         let mut devices = Vec::new();
         let mut jobs = Vec::new();
-        for device in spec.devices {
+        let endpoint_timeout = spec
+            .settings
+            .request_timeout
+            .unwrap_or(options.client.request_timeout);
+        for device in polled {
             let ProfileTransport::Modbus(profile) = &device.profile.transport else {
                 continue;
             };
@@ -382,12 +506,15 @@ impl EndpointPoller {
                 ids,
                 backoff: Backoff::default(),
                 down_until: None,
+                request_timeout: device.request_timeout.unwrap_or(endpoint_timeout),
             });
         }
         health.update_endpoint(spec.configured, |_| ());
         EndpointPoller {
             configured: spec.configured,
             client: ReadOnlyClient::new(spec.address, options.client.clone()),
+            settings: spec.settings,
+            reported: (ClientCounters::default(), false),
             options,
             devices,
             jobs,
@@ -476,7 +603,7 @@ impl EndpointPoller {
             }
         }
 
-        if self.options.close_after_scan && sent_in_scan > 0 {
+        if self.settings.close_after_scan && sent_in_scan > 0 {
             self.client.disconnect();
         }
         let elapsed = started.elapsed();
@@ -487,16 +614,32 @@ impl EndpointPoller {
                 h.requests_last_scan = sent_in_scan;
             });
         }
-        let counters = self.client.counters();
-        let connected = self.client.is_connected();
-        self.health.update_endpoint(self.configured, |e| {
-            e.connected = connected;
-            e.connects = counters.connects;
-            e.connect_failures = counters.connect_failures;
-            e.drops = counters.drops;
-            e.requests = counters.requests;
-        });
+        self.report_endpoint();
         true
+    }
+
+    /// Adds what this connection did since the last report to the endpoint's health
+    /// (several connections of one endpoint add up).
+    fn report_endpoint(&mut self) {
+        let now = (self.client.counters(), self.client.is_connected());
+        if now == self.reported {
+            return;
+        }
+        let (was, was_open) = self.reported;
+        let (counters, open) = now;
+        self.health.update_endpoint(self.configured, |e| {
+            e.connects += counters.connects - was.connects;
+            e.connect_failures += counters.connect_failures - was.connect_failures;
+            e.drops += counters.drops - was.drops;
+            e.requests += counters.requests - was.requests;
+            match (was_open, open) {
+                (false, true) => e.open_connections += 1,
+                (true, false) => e.open_connections = e.open_connections.saturating_sub(1),
+                _ => {}
+            }
+            e.connected = e.open_connections > 0;
+        });
+        self.reported = now;
     }
 
     /// Sends one request (with its retries), emits its readings, updates health.
@@ -508,7 +651,11 @@ impl EndpointPoller {
         device_index: usize,
         request: &ReadRequest,
     ) -> (Verdict, u32, bool) {
-        let Some(unit) = self.devices.get(device_index).map(|d| d.unit) else {
+        let Some((unit, timeout)) = self
+            .devices
+            .get(device_index)
+            .map(|d| (d.unit, d.request_timeout))
+        else {
             return (Verdict::Continue, 0, true);
         };
         let mut sent = 0u32;
@@ -520,7 +667,13 @@ impl EndpointPoller {
             let sampled_at = Utc::now();
             let result = self
                 .client
-                .read(unit, request.register, request.start, request.count)
+                .read_within(
+                    unit,
+                    request.register,
+                    request.start,
+                    request.count,
+                    timeout,
+                )
                 .await;
             self.last_request_end = Some(Instant::now());
             if !matches!(result, Err(ClientError::Connect(_))) {
@@ -723,11 +876,11 @@ impl EndpointPoller {
 
     /// Waits out the pause between requests, if any.
     async fn pause(&self) {
-        if self.options.pause_between_requests.is_zero() {
+        if self.settings.pause_between_requests.is_zero() {
             return;
         }
         if let Some(end) = self.last_request_end {
-            tokio::time::sleep_until(end + self.options.pause_between_requests).await;
+            tokio::time::sleep_until(end + self.settings.pause_between_requests).await;
         }
     }
 

@@ -1,0 +1,316 @@
+//! Access routes over what the access service already stores: reader events (query and CSV
+//! export), findings with filters, and the audit chain's verification status. Visits,
+//! event batches, finding reviews and occupancy go through the access service (`visits`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use super::dto::{AccessEventDto, AccessEventQuery, AuditStatusDto, FindingDto, FindingQuery};
+use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use super::facility::clip;
+use super::{ApiState, audited};
+use crate::access::audit::{AuditKey, Problem, verify};
+use crate::access::ingest::{AUDIT_FILE, key_path};
+use crate::access::reconcile::Rule;
+use crate::store::access::{AccessStore, EventQuery};
+
+/// Rows of a JSON event query at most.
+const MAX_EVENTS: u32 = 10_000;
+/// Rows of a CSV export at most.
+const MAX_CSV_ROWS: u32 = 100_000;
+
+/// Runs a blocking call off the async workers; a failure is logged and answered 500
+/// without details.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "{what} for the API failed.");
+            Err(ApiError::internal())
+        }
+        Err(error) => {
+            tracing::error!(%error, "{what} task for the API failed.");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+fn check_site(state: &ApiState, site: Option<&String>) -> ApiResult<()> {
+    if let Some(site) = site
+        && !state.config.sites.iter().any(|s| &s.id == site)
+    {
+        return Err(ApiError::bad_request(format!(
+            "site: no site {:?}",
+            clip(site)
+        )));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: Option<u32>, default: u32, max: u32) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: found {limit}; expected 1 to {max}"
+        )));
+    }
+    Ok(limit)
+}
+
+fn check_period(
+    from: Option<chrono::DateTime<Utc>>,
+    until: Option<chrono::DateTime<Utc>>,
+) -> ApiResult<()> {
+    if let (Some(f), Some(u)) = (from, until)
+        && u <= f
+    {
+        return Err(ApiError::bad_request(
+            "until: must be after from".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The validated store query of `q` with at most `limit` rows.
+fn event_query(
+    state: &ApiState,
+    q: &AccessEventQuery,
+    default: u32,
+    max: u32,
+) -> ApiResult<EventQuery> {
+    check_site(state, q.site.as_ref())?;
+    check_period(q.from, q.until)?;
+    let limit = check_limit(q.limit, default, max)?;
+    Ok(EventQuery {
+        site: q.site.clone(),
+        reader: q.reader.clone(),
+        credential: q.credential.clone(),
+        from: q.from,
+        until: q.until,
+        limit: Some(limit as usize),
+        ..EventQuery::default()
+    })
+}
+
+/// Reader events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/access/events",
+    tag = "access",
+    security(("bearer" = [])),
+    params(AccessEventQuery),
+    responses(
+        (status = 200, description = "the events", body = [AccessEventDto]),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+        (status = 401, description = "no or an unknown token", body = ErrorBody),
+        (status = 403, description = "the role may not", body = ErrorBody)
+    )
+)]
+pub async fn events(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<AccessEventQuery>,
+) -> ApiResult<Json<Vec<AccessEventDto>>> {
+    let query = event_query(&state, &q, 1000, MAX_EVENTS)?;
+    let store = AccessStore::new(state.store.clone());
+    let events = blocking("Access event query", move || store.events(&query)).await?;
+    Ok(Json(events.iter().map(AccessEventDto::from).collect()))
+}
+
+/// Reader events as CSV (the columns of `dcguard access import`), oldest first. Every
+/// export is audited with its filters and row count.
+#[utoipa::path(
+    get,
+    path = "/api/v1/access/events.csv",
+    tag = "access",
+    security(("bearer" = [])),
+    params(AccessEventQuery),
+    responses(
+        (status = 200, description = "the events as CSV with a header row", body = String, content_type = "text/csv"),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+        (status = 401, description = "no or an unknown token", body = ErrorBody),
+        (status = 403, description = "the role may not", body = ErrorBody)
+    )
+)]
+pub async fn events_csv(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<AccessEventQuery>,
+) -> Response {
+    let mut object = format!(
+        "access events site={} reader={} credential={} from={} until={}",
+        q.site.as_deref().map_or_else(|| "*".to_owned(), clip),
+        q.reader.as_deref().map_or_else(|| "*".to_owned(), clip),
+        q.credential.as_deref().map_or_else(|| "*".to_owned(), clip),
+        q.from.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+        q.until.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+    );
+    let result = async {
+        let query = event_query(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS)?;
+        let store = AccessStore::new(state.store.clone());
+        blocking("Access event export", move || {
+            let events = store.events(&query).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            crate::access::import::write_csv(&mut out, &events).map_err(|e| e.to_string())?;
+            Ok::<_, String>((events.len(), out))
+        })
+        .await
+    }
+    .await;
+    let result = result.map(|(rows, csv)| {
+        object.push_str(&format!(" rows={rows}"));
+        (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"access-events.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response()
+    });
+    audited(object, result)
+}
+
+/// Findings, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/findings",
+    tag = "access",
+    security(("bearer" = [])),
+    params(FindingQuery),
+    responses(
+        (status = 200, description = "the findings", body = [FindingDto]),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+        (status = 401, description = "no or an unknown token", body = ErrorBody),
+        (status = 403, description = "the role may not", body = ErrorBody)
+    )
+)]
+pub async fn findings(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<FindingQuery>,
+) -> ApiResult<Json<Vec<FindingDto>>> {
+    check_site(&state, q.site.as_ref())?;
+    check_period(q.from, q.until)?;
+    let limit = check_limit(q.limit, 1000, MAX_EVENTS)?;
+    let rule = match &q.rule {
+        None => None,
+        Some(name) => Some(
+            Rule::ALL
+                .into_iter()
+                .find(|r| r.as_str() == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+                    ApiError::bad_request(format!(
+                        "rule: found {:?}; expected one of {}",
+                        clip(name),
+                        names.join(", ")
+                    ))
+                })?,
+        ),
+    };
+    let person = q.person.as_ref().map(|p| p.to_lowercase());
+    let store = AccessStore::new(state.store.clone());
+    let query = crate::store::access::FindingQuery {
+        site: q.site.clone(),
+        rule,
+        ticket: q.ticket.clone(),
+        from: q.from,
+        until: q.until,
+        reviewed: q.reviewed,
+        ..Default::default()
+    };
+    let all = blocking("Findings query", move || store.findings(&query)).await?;
+    let out = all
+        .iter()
+        .rev()
+        .filter(|stored| {
+            person.as_ref().is_none_or(|p| {
+                stored
+                    .finding
+                    .person
+                    .as_ref()
+                    .is_some_and(|name| name.to_lowercase().contains(p))
+            })
+        })
+        .take(limit as usize)
+        .map(FindingDto::from)
+        .collect();
+    Ok(Json(out))
+}
+
+/// The access audit chain, verified now from its first record: links, hashes and
+/// checkpoint signatures.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/status",
+    tag = "access",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the chain's state; `intact` false names the first bad record", body = AuditStatusDto),
+        (status = 401, description = "no or an unknown token", body = ErrorBody),
+        (status = 403, description = "the role may not", body = ErrorBody),
+        (status = 503, description = "the daemon keeps no audit chain (no data directory)", body = ErrorBody)
+    )
+)]
+pub async fn audit_status(State(state): State<ApiState>) -> ApiResult<Json<AuditStatusDto>> {
+    let Some(data_dir) = state.data_dir.clone() else {
+        return Err(ApiError::unavailable(
+            "this daemon keeps no audit chain (no data directory)",
+        ));
+    };
+    // A record being appended while we read shows as a truncated last line: read again.
+    let mut attempt = 0;
+    let verified = loop {
+        let dir = data_dir.clone();
+        let verified = blocking("Audit chain verification", move || {
+            let key = AuditKey::from_file(&key_path(&dir, None)).map_err(|e| e.to_string())?;
+            Ok::<_, String>(verify(&dir.join(AUDIT_FILE), &key))
+        })
+        .await?;
+        attempt += 1;
+        match &verified {
+            Err(e)
+                if attempt < 3
+                    && matches!(e.problem(), Some(Problem::TruncatedLastLine { .. })) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            _ => break verified,
+        }
+    };
+    let status = match verified {
+        Ok(report) => AuditStatusDto {
+            intact: true,
+            problem: None,
+            records: report.records,
+            checkpoints: report.checkpoints,
+            head_seq: report.head.as_ref().map(|h| h.seq),
+            head_hash: report.head.as_ref().map(|h| h.hash_hex()),
+            signed_through: report.last_checkpoint_seq,
+            unsigned_tail: report.unsigned_tail,
+            verified_at: Utc::now(),
+        },
+        Err(error) => {
+            tracing::error!(%error, "The access audit chain does not verify.");
+            AuditStatusDto {
+                intact: false,
+                problem: Some(error.to_string()),
+                records: 0,
+                checkpoints: 0,
+                head_seq: None,
+                head_hash: None,
+                signed_through: None,
+                unsigned_tail: 0,
+                verified_at: Utc::now(),
+            }
+        }
+    };
+    Ok(Json(status))
+}
