@@ -21,7 +21,8 @@
 //!    the client goes away or the deadline passes, and their record (actor, action, object,
 //!    result, time) is on disk before the answer is sent.
 //!
-//! Bodies are limited to [`MAX_BODY_BYTES`] (413). Answers carry no stack trace, path, SQL
+//! Bodies are limited per route by [`body_limit`] (413): [`MAX_BODY_BYTES`], 4 MiB for
+//! event batches, the readers' own limit on `/iclock`. Answers carry no stack trace, path, SQL
 //! or token: handlers log the cause of an internal error and answer 500 `internal`.
 //!
 //! # Adding a route (the pattern for the access routes and the web pages)
@@ -343,6 +344,18 @@ fn client_ip(req: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// The body limit of a route (`route` as the matrix writes it): the readers' `/iclock`
+/// limit, the event-batch limit for `POST /api/v1/access/events`, else [`MAX_BODY_BYTES`].
+pub fn body_limit(method: &str, route: &str) -> usize {
+    if route.starts_with("/iclock/") {
+        crate::access::http::BODY_LIMIT
+    } else if method == "POST" && route == "/api/v1/access/events" {
+        visits::BATCH_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// Deadline, request counter and error shape around everything.
 async fn outer(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
@@ -352,13 +365,7 @@ async fn outer(State(state): State<ApiState>, req: Request, next: Next) -> Respo
         .map(|m| m.as_str().to_owned());
     // A declared body over the limit is refused before anything reads it, on every route
     // (the extractors enforce the same limit on bodies without a length).
-    let limit = if route.as_deref().is_some_and(|r| r.starts_with("/iclock/")) {
-        crate::access::http::BODY_LIMIT
-    } else if method == "POST" && route.as_deref() == Some("/api/v1/access/events") {
-        visits::BATCH_BODY_BYTES
-    } else {
-        MAX_BODY_BYTES
-    };
+    let limit = body_limit(&method, route.as_deref().unwrap_or_default());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
