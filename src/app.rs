@@ -778,6 +778,7 @@ impl App {
             data_dir: Some(data_dir.clone()),
             access: ingest.clone(),
         });
+        let ingest_for_incidents = ingest.clone();
         let iclock = ingest.map(access::http::router).unwrap_or_default();
         let router = crate::api::router(api_state, iclock);
         let http_routes = crate::api::served_paths(&router);
@@ -835,6 +836,19 @@ impl App {
             )),
         ));
 
+        // Access findings into the incident pipeline (security incidents), an intake like
+        // the sources: stopped with them.
+        if let Some(ingest) = &ingest_for_incidents {
+            sources.push((
+                "access-incidents".to_owned(),
+                access::escalate::spawn(
+                    ingest.clone(),
+                    alarm_task.handle.clone(),
+                    config.clone(),
+                    sources_token.child_token(),
+                ),
+            ));
+        }
         readiness.set_sources_started();
         tracing::info!(
             listen = %http_addr,

@@ -985,6 +985,37 @@ async fn visits_batches_reviews_and_occupancy_go_through_the_access_service() {
         .clone();
     assert_eq!(finding["reviews"], json!([]));
     let id = finding["id"].as_i64().unwrap();
+
+    // The findings opened a security incident (one per site and grouping window), raised
+    // to the priority the DC gives unescorted third parties (`[access.incidents]`: P1).
+    let is_p1 = |i: &Value| i["class"] == "access" && i["priority"] == "P1";
+    let incidents = poll(
+        &rig,
+        "/api/v1/incidents?site=dc",
+        Role::Viewer,
+        ESCORT_HANG,
+        |b| b.as_array().unwrap().iter().any(is_p1),
+    )
+    .await;
+    let incident = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| is_p1(i))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        incident["condition"], "access_unescorted_third_party",
+        "{incident}"
+    );
+    assert!(
+        incident["summary"]
+            .as_str()
+            .unwrap()
+            .contains("(unescorted_third_party)"),
+        "{incident}"
+    );
+    let incident_path = format!("/api/v1/incidents/{}", incident["id"].as_str().unwrap());
     let note = json!({"note": "PIC was at the gate; vendor turned back"});
     let path = format!("/api/v1/findings/{id}/review");
     let (status, reviewed) = rig.post(&path, SEC, &note).await;
@@ -1004,6 +1035,18 @@ async fn visits_batches_reviews_and_occupancy_go_through_the_access_service() {
     assert_error(status, &body, 400, "bad_request");
     let (status, body) = rig.post(&path, OP, &note).await;
     assert_error(status, &body, 403, "forbidden");
+    // Reviewing every finding of the visit resolves their incident, naming the reviewer.
+    let (_, all) = rig.get("/api/v1/findings?ticket=T-1", SEC).await;
+    for f in all.as_array().unwrap() {
+        let path = format!("/api/v1/findings/{}/review", f["id"]);
+        let (status, body) = rig.post(&path, SEC, &note).await;
+        assert!(status == 200 || status == 201, "{body}");
+    }
+    let resolved = poll(&rig, &incident_path, Role::Viewer, common_api::HANG, |b| {
+        b["incident"]["state"] == "resolved"
+    })
+    .await;
+    assert!(resolved.to_string().contains("test-security"), "{resolved}");
     let (_, done) = rig.get("/api/v1/findings?reviewed=true", SEC).await;
     assert!(
         done.as_array().unwrap().iter().any(|f| f["id"] == id),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod escalate;
 pub mod event;
 pub mod http;
 pub mod import;

@@ -14,20 +14,7 @@ use crate::config::model::{Impact, Urgency};
 use crate::rules::condition::ConditionClass;
 
 /// Every condition class a snapshot may name.
-pub(crate) const CLASSES: &[ConditionClass] = &[
-    ConditionClass::Temperature,
-    ConditionClass::Humidity,
-    ConditionClass::RackPower,
-    ConditionClass::Utility,
-    ConditionClass::Ups,
-    ConditionClass::Genset,
-    ConditionClass::Fuel,
-    ConditionClass::Cooling,
-    ConditionClass::Fire,
-    ConditionClass::Water,
-    ConditionClass::Communication,
-    ConditionClass::LoadTest,
-];
+pub(crate) const CLASSES: &[ConditionClass] = &ConditionClass::ALL;
 
 const IMPACTS: &[Impact] = &[Impact::High, Impact::Medium, Impact::Low];
 const URGENCIES: &[Urgency] = &[Urgency::High, Urgency::Medium, Urgency::Low];

@@ -51,7 +51,9 @@ use super::book::{Alarm, AlarmBook};
 use super::kpi::Kpis;
 use super::suppression::{MaintenanceWindow, Scope, SuppressTarget};
 use super::types::{AlarmError, AlarmKey, BookConfig, Cause, IncidentSignal, Transition};
-use crate::config::model::{Config, DeviceKind, PriorityPolicy, ProfileTransport, Role};
+use crate::config::model::{
+    Config, DeviceKind, Impact, PriorityPolicy, ProfileTransport, Role, Urgency,
+};
 use crate::incidents::incident::{
     AlarmFacts, AlarmId, AlarmSignal, BookState, Incident, IncidentBook, IncidentSettings,
     IncidentTransition,
@@ -205,6 +207,51 @@ pub enum AlarmInput {
     /// A condition of the daemon itself ([`internal`](super::internal)), e.g. incident
     /// delivery failing; kept and re-applied at every evaluation until replaced.
     Internal(Condition),
+    /// Open (or join) the security incident of a physical-access finding.
+    Finding {
+        /// The finding as an incident member.
+        finding: SecurityFinding,
+        /// Answered once on disk.
+        reply: Reply,
+    },
+    /// A finding was reviewed: its member of the security incident is acknowledged and
+    /// resolved (the incident resolves with its last member).
+    FindingReviewed {
+        /// The finding's member, as [`SecurityFinding::rule`], `site` and `scope` name it.
+        rule: String,
+        /// Site id.
+        site: String,
+        /// `finding:<id>`.
+        scope: String,
+        /// Who reviewed.
+        reviewer: String,
+        /// Their note.
+        note: String,
+        /// Answered once on disk.
+        reply: Reply,
+    },
+}
+
+/// A physical-access finding as a security incident member (built by
+/// `access::escalate`). It goes to the incident book only: a finding is an event, not a
+/// facility condition, so it has no place in the alarm list; it stays open until security
+/// reviews the finding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityFinding {
+    /// `access_<rule>`, e.g. `access_no_ticket`.
+    pub rule: String,
+    /// Site id.
+    pub site: String,
+    /// `finding:<id>`: the finding's store id, so one finding is one member.
+    pub scope: String,
+    /// Impact (a cell of the priority matrix with the configured priority).
+    pub impact: Impact,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Room, when the finding names one.
+    pub room: Option<String>,
+    /// One line for the ticket (rule, reader, ticket; the finding's own summary).
+    pub summary: String,
 }
 
 /// Why an operator action failed.
@@ -259,6 +306,36 @@ impl AlarmHandle {
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Opens or joins the security incident of an access finding; returns once on disk.
+    pub async fn raise_finding(&self, finding: SecurityFinding) -> Result<(), CommandError> {
+        self.ask(|reply| AlarmInput::Finding { finding, reply })
+            .await
+    }
+
+    /// Resolves a reviewed finding's incident member; returns once on disk.
+    pub async fn finding_reviewed(
+        &self,
+        finding: &SecurityFinding,
+        reviewer: &str,
+        note: &str,
+    ) -> Result<(), CommandError> {
+        let (rule, site, scope) = (
+            finding.rule.clone(),
+            finding.site.clone(),
+            finding.scope.clone(),
+        );
+        let (reviewer, note) = (reviewer.to_owned(), note.to_owned());
+        self.ask(|reply| AlarmInput::FindingReviewed {
+            rule,
+            site,
+            scope,
+            reviewer,
+            note,
+            reply,
+        })
+        .await
     }
 
     /// Acknowledges an alarm; returns once on disk.
@@ -790,6 +867,58 @@ impl Core {
             AlarmInput::Internal(c) => {
                 self.internal(c, now, pending);
                 return None;
+            }
+            AlarmInput::Finding { finding, reply } => {
+                let f = &finding;
+                let facts = AlarmFacts {
+                    alarm: AlarmId {
+                        rule: &f.rule,
+                        site: &f.site,
+                        scope: &f.scope,
+                    },
+                    class: crate::rules::condition::ConditionClass::Access,
+                    impact: f.impact,
+                    urgency: f.urgency,
+                    value: None,
+                    limit: None,
+                    unit: "",
+                    room: f.room.as_deref(),
+                    rack: None,
+                    device: None,
+                    point: None,
+                    summary: &f.summary,
+                };
+                pending
+                    .incidents
+                    .extend(self.incidents.apply(AlarmSignal::Open(facts), now));
+                pending.dirty = true;
+                (reply, Ok(Vec::new()))
+            }
+            AlarmInput::FindingReviewed {
+                rule,
+                site,
+                scope,
+                reviewer,
+                note,
+                reply,
+            } => {
+                let alarm = AlarmId {
+                    rule: &rule,
+                    site: &site,
+                    scope: &scope,
+                };
+                let mut ts = self.incidents.apply(
+                    AlarmSignal::Acknowledged {
+                        alarm,
+                        by: &reviewer,
+                        comment: &note,
+                    },
+                    now,
+                );
+                ts.extend(self.incidents.apply(AlarmSignal::Resolve(alarm), now));
+                pending.incidents.extend(ts);
+                pending.dirty = true;
+                (reply, Ok(Vec::new()))
             }
         };
         match result {

@@ -32,24 +32,12 @@ pub fn class_name(c: ConditionClass) -> &'static str {
         ConditionClass::Water => "water",
         ConditionClass::Communication => "communication",
         ConditionClass::LoadTest => "load_test",
+        ConditionClass::Access => "access",
     }
 }
 
 /// Every condition class, for parsing wire names.
-pub const CLASSES: [ConditionClass; 12] = [
-    ConditionClass::Temperature,
-    ConditionClass::Humidity,
-    ConditionClass::RackPower,
-    ConditionClass::Utility,
-    ConditionClass::Ups,
-    ConditionClass::Genset,
-    ConditionClass::Fuel,
-    ConditionClass::Cooling,
-    ConditionClass::Fire,
-    ConditionClass::Water,
-    ConditionClass::Communication,
-    ConditionClass::LoadTest,
-];
+pub const CLASSES: [ConditionClass; 13] = ConditionClass::ALL;
 
 /// A condition class by wire name.
 pub fn parse_class(name: &str) -> Option<ConditionClass> {

@@ -701,6 +701,9 @@ pub struct AccessPolicy {
     pub readers: Vec<Reader>,
     /// Staff roster.
     pub staff: Vec<Staff>,
+    /// Security-incident priority per finding rule (rule name -> priority, `None`: no
+    /// incident); rules not listed take the default of their finding's severity.
+    pub incidents: BTreeMap<String, Option<Priority>>,
 }
 
 /// Room kind.

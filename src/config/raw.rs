@@ -777,6 +777,10 @@ pub struct RawAccess {
     /// Site staff who need no ticket.
     #[serde(default)]
     pub staff: Vec<RawStaff>,
+    /// `[access.incidents]`: rule name -> `"P1"`..`"P5"` or `"none"`, the priority of the
+    /// security incident a finding of that rule opens (default from its severity).
+    #[serde(default)]
+    pub incidents: BTreeMap<String, String>,
 }
 
 /// `[[access.readers]]`.

@@ -2732,6 +2732,7 @@ fn placeholder_access_policy() -> RawAccess {
         overstay_grace_min: 0,
         readers: Vec::new(),
         staff: Vec::new(),
+        incidents: BTreeMap::new(),
     }
 }
 
@@ -2884,7 +2885,44 @@ fn validate_access(
         overstay_grace: Duration::from_secs(a.overstay_grace_min * 60),
         readers,
         staff,
+        incidents: finding_incidents(src, &a.incidents, errors),
     }
+}
+
+/// `[access.incidents]`: every key a finding rule, every value a priority or `none`.
+fn finding_incidents(
+    src: &Source,
+    raw: &BTreeMap<String, String>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Option<Priority>> {
+    use crate::access::reconcile::Rule;
+    let rules: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for (rule, value) in raw {
+        let path = format!("access.incidents.{rule}");
+        if !rules.contains(&rule.as_str()) {
+            errors.push(src.err(
+                path,
+                format!("unknown finding rule {}", q(rule)),
+                format!("one of {}", rules.join(", ")),
+            ));
+            continue;
+        }
+        let priority = if value == "none" {
+            None
+        } else if let Some(p) = Priority::ALL.into_iter().find(|p| p.as_str() == value) {
+            Some(p)
+        } else {
+            errors.push(src.err(
+                path,
+                q(value),
+                "\"P1\" to \"P5\", or \"none\" (no incident)",
+            ));
+            continue;
+        };
+        out.insert(rule.clone(), priority);
+    }
+    out
 }
 
 #[cfg(test)]

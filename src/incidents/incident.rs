@@ -1141,20 +1141,7 @@ mod class_serde {
     use super::ConditionClass;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    const KNOWN: [ConditionClass; 12] = [
-        ConditionClass::Temperature,
-        ConditionClass::Humidity,
-        ConditionClass::RackPower,
-        ConditionClass::Utility,
-        ConditionClass::Ups,
-        ConditionClass::Genset,
-        ConditionClass::Fuel,
-        ConditionClass::Cooling,
-        ConditionClass::Fire,
-        ConditionClass::Water,
-        ConditionClass::Communication,
-        ConditionClass::LoadTest,
-    ];
+    const KNOWN: [ConditionClass; 13] = ConditionClass::ALL;
 
     pub fn serialize<S: Serializer>(c: &ConditionClass, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{c:?}"))

@@ -47,6 +47,28 @@ pub enum ConditionClass {
     Communication,
     /// Genset load tests.
     LoadTest,
+    /// Physical-access findings raised as security incidents (`access::escalate`).
+    Access,
+}
+
+impl ConditionClass {
+    /// Every class, in declaration order: the one list the wire names and snapshots parse
+    /// against.
+    pub const ALL: [ConditionClass; 13] = [
+        ConditionClass::Temperature,
+        ConditionClass::Humidity,
+        ConditionClass::RackPower,
+        ConditionClass::Utility,
+        ConditionClass::Ups,
+        ConditionClass::Genset,
+        ConditionClass::Fuel,
+        ConditionClass::Cooling,
+        ConditionClass::Fire,
+        ConditionClass::Water,
+        ConditionClass::Communication,
+        ConditionClass::LoadTest,
+        ConditionClass::Access,
+    ];
 }
 
 /// What the rule saw.

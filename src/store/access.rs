@@ -128,6 +128,14 @@ pub const MIGRATIONS: &[Migration] = &[
           );
           CREATE INDEX access_visit_reports_due ON access_visit_reports (delivery, next_at);",
     },
+    Migration {
+        name: "access_3",
+        sql: "CREATE TABLE access_incident_cursor (
+              id INTEGER PRIMARY KEY CHECK (id = 1),
+              finding_id INTEGER NOT NULL,
+              review_id INTEGER NOT NULL
+          );",
+    },
 ];
 
 /// An exclusive lock on a small SQLite file, held until dropped or the process ends (even by
@@ -545,6 +553,57 @@ impl AccessStore {
                 [],
                 |r| r.get(0),
             )
+        })
+    }
+
+    /// The reviews stored after review `id`, oldest first (the incident pipeline resolves
+    /// the reviewed findings' incident members from them).
+    pub fn reviews_after(&self, id: i64, limit: usize) -> Result<Vec<Review>, StoreError> {
+        self.store.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, finding_id, reviewer, at, note FROM access_finding_reviews
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![id, limit as i64], review_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The highest review id stored (0 when none).
+    pub fn last_review_id(&self) -> Result<i64, StoreError> {
+        self.store.with_conn(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM access_finding_reviews",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// How far the incident pipeline has got: (last finding id, last review id) it handed
+    /// to the alarm task, `None` before its first run.
+    pub fn incident_cursor(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.store.with_conn(|conn| {
+            conn.query_row(
+                "SELECT finding_id, review_id FROM access_incident_cursor WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Saves the incident pipeline's cursor (never moves it back).
+    pub fn set_incident_cursor(&self, finding_id: i64, review_id: i64) -> Result<(), StoreError> {
+        self.store.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO access_incident_cursor (id, finding_id, review_id) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET
+                     finding_id = MAX(finding_id, excluded.finding_id),
+                     review_id = MAX(review_id, excluded.review_id)",
+                params![finding_id, review_id],
+            )?;
+            Ok(())
         })
     }
 
