@@ -633,9 +633,34 @@ impl App {
         let outbox = Outbox::new(store.clone());
         let alarm_metrics = Arc::new(metrics.alarm_metrics()?);
         let adapters = ticketing_adapters(&config)?;
+        // Biometric ingestion (`/iclock`), when a site has readers: chain and store first.
+        let ingest = match access::ingest::Ingest::start(
+            &config,
+            store.clone(),
+            &data_dir,
+            http_token.clone(),
+        ) {
+            Ok(ingest) => ingest,
+            Err(error) => {
+                sources_token.cancel();
+                return Err(error).context("cannot start access ingestion");
+            }
+        };
         // The shelve maximum is configuration (`[alarms] shelve_max_h`), not a test knob.
         let mut alarm_options = options.alarms.clone();
         alarm_options.book.max_shelve = config.alarms.shelve_max;
+        // Fire incidents name who is badged in the room (the access occupancy).
+        if let Some(ingest) = &ingest {
+            let ingest = ingest.clone();
+            alarm_options.occupants = Some(Arc::new(move |site: &str, room: &str| {
+                ingest
+                    .people_in_room(site, room)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(occupant_line)
+                    .collect()
+            }));
+        }
         let alarm_task = AlarmTask::start(
             &config,
             store.clone(),
@@ -698,19 +723,6 @@ impl App {
             mqtt_sources.push((broker, source));
         }
 
-        // Biometric ingestion (`/iclock`), when a site has readers: chain and store first.
-        let ingest = match access::ingest::Ingest::start(
-            &config,
-            store.clone(),
-            &data_dir,
-            http_token.clone(),
-        ) {
-            Ok(ingest) => ingest,
-            Err(error) => {
-                sources_token.cancel();
-                return Err(error).context("cannot start access ingestion");
-            }
-        };
         let dashboard = DashboardSource {
             metrics: metrics.dashboard_metrics(&config)?,
             store: store.clone(),
@@ -1042,6 +1054,21 @@ fn ticketing_adapters(config: &Config) -> anyhow::Result<Vec<Arc<dyn Adapter>>> 
         adapters.push(Arc::new(a));
     }
     Ok(adapters)
+}
+
+/// One person of a fire incident's life-safety list: name, role, ticket and entry time.
+fn occupant_line(o: &access::occupancy::Occupant) -> String {
+    let ticket = o
+        .ticket
+        .as_deref()
+        .map(|t| format!(", ticket {t}"))
+        .unwrap_or_default();
+    format!(
+        "{} ({}{ticket}, in since {})",
+        o.person,
+        o.role.as_str(),
+        o.entered_at.format("%H:%M UTC")
+    )
 }
 
 /// Opens `<data_dir>/access-audit.log` for the API alone (no site has readers, so no

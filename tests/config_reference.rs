@@ -365,7 +365,10 @@ fn every_documented_key_exists() {
                 let known = leaves.get(&table).is_some_and(|l| l.contains(key))
                     // keys of an inline table written as its own line (matrix rows, targets)
                     || keys.contains(&format!("{table}.{key}"))
-                    || keys.iter().any(|k| k.starts_with(&format!("{table}.{key}.")));
+                    || keys.iter().any(|k| k.starts_with(&format!("{table}.{key}.")))
+                    // a free-form map (rule name -> priority): a table without fixed keys
+                    || (keys.contains(&table)
+                        && !keys.iter().any(|k| k.starts_with(&format!("{table}."))));
                 if !known {
                     unknown.push(format!("{file}: [{table}] {key}"));
                 }

@@ -560,6 +560,7 @@ fn owned_alarm_context_works_like_a_condition() {
         device: None,
         point: None,
         summary: &summary,
+        occupants: None,
     };
     let mut owned = book();
     let a = owned.apply(AlarmSignal::Open(facts), t0);

@@ -28,6 +28,21 @@ pub enum OccupantRole {
     Unresolved,
 }
 
+impl OccupantRole {
+    /// `staff`, `pic`, `employee`, `third_party` or `unresolved`: the API's and the fire
+    /// incidents' word for it.
+    pub fn as_str(&self) -> &'static str {
+        use crate::access::ticket::TicketRole;
+        match self {
+            OccupantRole::Staff(_) => "staff",
+            OccupantRole::Visitor(TicketRole::Pic) => "pic",
+            OccupantRole::Visitor(TicketRole::Employee) => "employee",
+            OccupantRole::Visitor(TicketRole::ThirdParty) => "third_party",
+            OccupantRole::Unresolved => "unresolved",
+        }
+    }
+}
+
 fn staff_role<S: serde::Serializer>(role: &StaffRole, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(match role {
         StaffRole::ControlRoom => "control_room",

@@ -74,6 +74,11 @@ pub const MAX_BATCH: usize = 4096;
 /// Changes the lifecycle parameters of a condition (tests and the demo shorten delays).
 pub type ParamsHook = Arc<dyn Fn(&Condition, AlarmParams) -> AlarmParams + Send + Sync>;
 
+/// Who is badged in a room now: `(site, room)` -> one line per person. The daemon gives
+/// the access occupancy (`app`); fire incidents list them (life safety). No IO: an
+/// in-memory read.
+pub type OccupantsFn = Arc<dyn Fn(&str, &str) -> Vec<String> + Send + Sync>;
+
 /// Knobs of the alarm task. `Default` is what `dcguard run` uses.
 #[derive(Clone)]
 pub struct AlarmTaskOptions {
@@ -103,6 +108,8 @@ pub struct AlarmTaskOptions {
     pub rules: RuleSettings,
     /// Optional change of the catalogue's lifecycle parameters.
     pub params: Option<ParamsHook>,
+    /// Who is in a room (fire incidents list them); `None` when no site has readers.
+    pub occupants: Option<OccupantsFn>,
 }
 
 impl fmt::Debug for AlarmTaskOptions {
@@ -113,6 +120,7 @@ impl fmt::Debug for AlarmTaskOptions {
             .field("snapshot_every", &self.snapshot_every)
             .field("book", &self.book)
             .field("params", &self.params.as_ref().map(|_| "hook"))
+            .field("occupants", &self.occupants.as_ref().map(|_| "lookup"))
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +138,7 @@ impl Default for AlarmTaskOptions {
             incidents: IncidentSettings::default(),
             rules: RuleSettings::default(),
             params: None,
+            occupants: None,
         }
     }
 }
@@ -544,6 +553,7 @@ pub struct Core {
     incidents: IncidentBook,
     params: HashMap<&'static str, AlarmParams>,
     hook: Option<ParamsHook>,
+    occupants: Option<OccupantsFn>,
     /// The daemon's own conditions, latest per key, re-applied at every evaluation.
     internal: std::collections::BTreeMap<crate::rules::ConditionKey, Condition>,
     /// `pac.operating_state` points -> (site, device).
@@ -599,6 +609,7 @@ impl Core {
                 .map(|r| (r.id, r.params.clone()))
                 .collect(),
             hook: options.params.clone(),
+            occupants: options.occupants.clone(),
             internal: std::collections::BTreeMap::new(),
             pac_states,
             keep_resolved: options.keep_resolved,
@@ -778,8 +789,18 @@ impl Core {
             site: &t.key.site,
             scope: &t.key.scope,
         };
+        // Life safety: a fire alarm's incident names who is badged in its room.
+        let occupants = match (&self.occupants, t.incident, &t.info.room) {
+            (Some(lookup), Some(IncidentSignal::Open), Some(room))
+                if t.info.class == crate::rules::condition::ConditionClass::Fire =>
+            {
+                Some(lookup(&t.key.site, room))
+            }
+            _ => None,
+        };
         let facts = || AlarmFacts {
             alarm,
+            occupants: occupants.as_deref(),
             class: t.info.class,
             impact: t.info.impact,
             urgency: t.info.urgency,
@@ -887,6 +908,7 @@ impl Core {
                     device: None,
                     point: None,
                     summary: &f.summary,
+                    occupants: None,
                 };
                 pending
                     .incidents
@@ -1294,6 +1316,94 @@ mod tests {
         core.take(ts, at(4), &mut pending);
         assert_eq!(pending.incidents.len(), 1, "{:#?}", pending.incidents);
         assert_eq!(core.incidents.incidents()[0].priority.as_str(), "P1");
+    }
+
+    #[test]
+    fn a_fire_incident_names_who_is_badged_in_its_room_and_other_classes_do_not() {
+        let config = shipped();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let options = AlarmTaskOptions {
+            occupants: Some(Arc::new(move |site: &str, room: &str| {
+                seen.lock().unwrap().push(format!("{site}/{room}"));
+                vec!["A. Vendor (third_party, ticket T-1, in since 09:00 UTC)".to_owned()]
+            })),
+            ..AlarmTaskOptions::default()
+        };
+        let mut core = Core::new(&config, &options);
+        let mut pending = Pending::default();
+        let heat = condition(
+            "hall_temperature_high",
+            "th-1",
+            ConditionClass::Temperature,
+            0,
+        );
+        let ts = core.book.apply(&heat, &immediate(), at(0));
+        core.take(ts, at(0), &mut pending);
+        assert!(asked.lock().unwrap().is_empty(), "only fire alarms look");
+        let fire = condition("vesda_fire1", "vesda-dh1-1", ConditionClass::Fire, 1);
+        let ts = core.book.apply(&fire, &immediate(), at(1));
+        core.take(ts, at(1), &mut pending);
+        assert_eq!(*asked.lock().unwrap(), ["dc/dh1"]);
+        let opened = pending
+            .incidents
+            .iter()
+            .find(|t| t.incident.class == ConditionClass::Fire)
+            .unwrap();
+        assert!(
+            opened.incident.details.contains(
+                "LIFE SAFETY: 1 badged in dh1 when it raised: A. Vendor (third_party, ticket T-1"
+            ),
+            "{}",
+            opened.incident.details
+        );
+    }
+
+    #[test]
+    fn a_finding_opens_a_security_incident_and_its_review_resolves_it() {
+        let config = shipped();
+        let mut core = Core::new(&config, &AlarmTaskOptions::default());
+        let mut pending = Pending::default();
+        let finding = SecurityFinding {
+            rule: "access_no_ticket".to_owned(),
+            site: "dc".to_owned(),
+            scope: "finding:7".to_owned(),
+            impact: Impact::High,
+            urgency: Urgency::High,
+            room: Some("dh1".to_owned()),
+            summary: "Access finding 7 (no_ticket): someone".to_owned(),
+        };
+        let (reply, _rx) = oneshot::channel();
+        let answered = core.command(
+            AlarmInput::Finding {
+                finding: finding.clone(),
+                reply,
+            },
+            at(0),
+            &mut pending,
+        );
+        assert!(matches!(answered, Some((_, Ok(())))));
+        assert!(pending.alarms.is_empty(), "a finding is no alarm");
+        let inc = &core.incidents.incidents()[0];
+        assert_eq!(inc.class, ConditionClass::Access);
+        assert_eq!(inc.priority.as_str(), "P1");
+        assert!(inc.is_open());
+        let (reply, _rx) = oneshot::channel();
+        core.command(
+            AlarmInput::FindingReviewed {
+                rule: finding.rule.clone(),
+                site: finding.site.clone(),
+                scope: finding.scope.clone(),
+                reviewer: "officer".to_owned(),
+                note: "escort was at the door".to_owned(),
+                reply,
+            },
+            at(60),
+            &mut pending,
+        );
+        let inc = &core.incidents.incidents()[0];
+        assert!(!inc.is_open(), "{inc:#?}");
+        assert_eq!(inc.acknowledged.as_ref().unwrap().by, "officer");
     }
 
     #[test]

@@ -1462,7 +1462,6 @@ pub struct OccupantDto {
 impl OccupantDto {
     /// The DTO of an occupant of `site`.
     pub fn of(site: &str, o: &crate::access::occupancy::Occupant) -> Self {
-        use crate::access::occupancy::OccupantRole;
         OccupantDto {
             site: site.to_owned(),
             room: o.rooms.last().cloned(),
@@ -1470,11 +1469,7 @@ impl OccupantDto {
             person: o.person.clone(),
             person_id: o.person_id.clone(),
             credential: o.credential.to_string(),
-            role: match &o.role {
-                OccupantRole::Staff(_) => "staff".to_owned(),
-                OccupantRole::Visitor(r) => access_name(r),
-                OccupantRole::Unresolved => "unresolved".to_owned(),
-            },
+            role: o.role.as_str().to_owned(),
             ticket: o.ticket.clone(),
             escorted_by: o.escorted_by.clone(),
             entered_at: o.entered_at,

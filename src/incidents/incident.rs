@@ -134,6 +134,9 @@ pub struct AlarmFacts<'a> {
     pub point: Option<&'a str>,
     /// One line for humans.
     pub summary: &'a str,
+    /// Who was badged in the alarm's room when it raised (life safety: fire alarms; looked
+    /// up by the alarm task from the access occupancy). `None`: not looked up.
+    pub occupants: Option<&'a [String]>,
 }
 
 impl<'a> From<&'a Condition> for AlarmFacts<'a> {
@@ -151,6 +154,7 @@ impl<'a> From<&'a Condition> for AlarmFacts<'a> {
             device: c.device.as_deref(),
             point: c.point.as_deref(),
             summary: &c.summary,
+            occupants: None,
         }
     }
 }
@@ -306,6 +310,12 @@ pub struct Member {
     pub limit: Option<f64>,
     /// The unit.
     pub unit: String,
+    /// Its room, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Who was badged in its room when it joined (fire alarms; `None`: not looked up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupants: Option<Vec<String>>,
 }
 
 /// An acknowledgement.
@@ -957,6 +967,8 @@ fn new_member(c: &AlarmFacts<'_>, priority: Priority, now: DateTime<Utc>) -> Mem
         value: c.value,
         limit: c.limit,
         unit: c.unit.to_owned(),
+        room: c.room.map(str::to_owned),
+        occupants: c.occupants.map(<[String]>::to_vec),
     }
 }
 
@@ -1058,6 +1070,22 @@ fn rebuild_details(inc: &mut Incident, settings: &IncidentSettings, tz: Tz) {
             m.priority.as_str(),
             m.summary
         );
+        if let Some(people) = &m.occupants {
+            let room = m.room.as_deref().unwrap_or("the room");
+            if people.is_empty() {
+                let _ = writeln!(
+                    d,
+                    "  Nobody badged in {room} when it raised (readers' occupancy: a tailgater is not counted)."
+                );
+            } else {
+                let _ = writeln!(
+                    d,
+                    "  LIFE SAFETY: {} badged in {room} when it raised: {}.",
+                    people.len(),
+                    people.join("; ")
+                );
+            }
+        }
     }
     if let Some(a) = &inc.acknowledged {
         let _ = writeln!(
