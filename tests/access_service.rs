@@ -388,6 +388,12 @@ fn the_visit_report_lists_stays_escort_pairing_and_findings() {
     assert!(s.produce_due_reports(tuesday).unwrap().is_empty());
     let stored = s.stored_report("T1").unwrap().expect("stored");
     assert_eq!(stored.report.ticket, "T1");
+    // ITSM.3: the ticket closes with its report, by the daemon, as a revision.
+    let t1 = s.visit("T1").unwrap();
+    assert_eq!(t1.state, dcguard::access::ticket::TicketState::Closed);
+    let last = t1.history.last().expect("history");
+    assert_eq!(last.change, dcguard::access::ticket::TicketChange::Closed);
+    assert_eq!(last.at, tuesday);
 }
 
 #[test]

@@ -47,6 +47,9 @@ use crate::store::access::{EventQuery, FindingQuery, Review, StoredFinding, Stor
 
 pub use super::ingest::Ingest;
 
+/// The actor of the ticket revision that closes a visit with its report.
+pub const CLOSER: &str = "dcguard";
+
 /// The access service handle (the same value as [`Ingest`]).
 pub type AccessService = Ingest;
 
@@ -827,7 +830,8 @@ impl Ingest {
     /// Produces the reports that are due at `now` ([`report::due_at`]: the working day
     /// after the visit) for approved or closed tickets without one, at most 50 per call:
     /// each is stored, chained, queued for the ticketing webhook when it is enabled, and
-    /// announced. Returns the tickets reported. Blocking.
+    /// announced, and its ticket closed (actor [`CLOSER`]). Returns the tickets reported.
+    /// Blocking.
     pub fn produce_due_reports(&self, now: DateTime<Utc>) -> Result<Vec<String>, ServiceError> {
         let due: Vec<String> = {
             let live = lock(&self.inner.live);
@@ -873,6 +877,11 @@ impl Ingest {
                 findings = report.summary.findings,
                 "Visit report produced."
             );
+            // ITSM.3: the ticket closes one working day after the activity, with its
+            // report. A badge under it afterwards is `ticket_not_active`.
+            if let Err(error) = self.close_visit(&id, CLOSER, now) {
+                tracing::error!(ticket = %id, %error, "Visit ticket not closed after its report.");
+            }
             done.push(id);
         }
         Ok(done)
