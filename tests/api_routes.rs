@@ -986,6 +986,45 @@ async fn visits_batches_reviews_and_occupancy_go_through_the_access_service() {
     assert_eq!(finding["reviews"], json!([]));
     let id = finding["id"].as_i64().unwrap();
 
+    // The access log by visit ticket, person and room (through the access service), and
+    // the findings by credential.
+    let (status, by_ticket) = rig.get("/api/v1/access/events?ticket=T-1", SEC).await;
+    assert_eq!(status, 200, "{by_ticket}");
+    let by_ticket = by_ticket.as_array().unwrap().clone();
+    assert!(
+        by_ticket.iter().any(|e| e["credential"] == "70002"),
+        "{by_ticket:?}"
+    );
+    let (_, by_person) = rig.get("/api/v1/access/events?person=70002", SEC).await;
+    let by_person = by_person.as_array().unwrap().clone();
+    assert!(!by_person.is_empty());
+    assert!(
+        by_person.iter().all(|e| e["credential"] == "70002"),
+        "{by_person:?}"
+    );
+    let (_, by_room) = rig
+        .get("/api/v1/access/events?site=dc&room=mantrap", SEC)
+        .await;
+    let by_room = by_room.as_array().unwrap().clone();
+    assert!(
+        by_room.iter().any(|e| e["reader"] == "DC-MT-OUT-01"),
+        "{by_room:?}"
+    );
+    assert!(
+        by_room
+            .iter()
+            .all(|e| e["reader"].as_str().unwrap().starts_with("DC-MT-")),
+        "{by_room:?}"
+    );
+    let (status, csv) = rig.get("/api/v1/access/events.csv?ticket=T-1", SEC).await;
+    assert_eq!(status, 200, "{csv}");
+    assert!(csv.as_str().unwrap().contains("70002"), "{csv}");
+    let (_, by_cred) = rig.get("/api/v1/findings?person=70002", SEC).await;
+    assert!(
+        by_cred.as_array().unwrap().iter().any(|f| f["id"] == id),
+        "{by_cred}"
+    );
+
     // The findings opened a security incident (one per site and grouping window), raised
     // to the priority the DC gives unescorted third parties (`[access.incidents]`: P1).
     let is_p1 = |i: &Value| i["class"] == "access" && i["priority"] == "P1";

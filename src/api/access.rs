@@ -116,10 +116,37 @@ pub async fn events(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<AccessEventQuery>,
 ) -> ApiResult<Json<Vec<AccessEventDto>>> {
-    let query = event_query(&state, &q, 1000, MAX_EVENTS)?;
-    let store = AccessStore::new(state.store.clone());
-    let events = blocking("Access event query", move || store.events(&query)).await?;
+    let events = query_events(&state, &q, 1000, MAX_EVENTS).await?;
     Ok(Json(events.iter().map(AccessEventDto::from).collect()))
+}
+
+/// The events of `q`: straight from the store, or through the access service when the
+/// query names a room, a person or a ticket (the service knows readers, people and
+/// visits).
+async fn query_events(
+    state: &ApiState,
+    q: &AccessEventQuery,
+    default: u32,
+    max: u32,
+) -> ApiResult<Vec<crate::access::event::AccessEvent>> {
+    let query = event_query(state, q, default, max)?;
+    if q.room.is_none() && q.person.is_none() && q.ticket.is_none() {
+        let store = AccessStore::new(state.store.clone());
+        return blocking("Access event query", move || store.events(&query)).await;
+    }
+    let access = super::visits::service(state)?;
+    let filter = crate::access::service::EventFilter {
+        site: query.site,
+        room: q.room.clone(),
+        person: q.person.clone(),
+        ticket: q.ticket.clone(),
+        reader: query.reader,
+        credential: query.credential,
+        from: query.from,
+        until: query.until,
+        limit: query.limit,
+    };
+    super::visits::call(move || access.events(&filter)).await
 }
 
 /// Reader events as CSV (the columns of `dcguard access import`), oldest first. Every
@@ -141,19 +168,21 @@ pub async fn events_csv(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<AccessEventQuery>,
 ) -> Response {
+    let any = |v: &Option<String>| v.as_deref().map_or_else(|| "*".to_owned(), clip);
     let mut object = format!(
-        "access events site={} reader={} credential={} from={} until={}",
-        q.site.as_deref().map_or_else(|| "*".to_owned(), clip),
-        q.reader.as_deref().map_or_else(|| "*".to_owned(), clip),
-        q.credential.as_deref().map_or_else(|| "*".to_owned(), clip),
+        "access events site={} room={} person={} ticket={} reader={} credential={} from={} until={}",
+        any(&q.site),
+        any(&q.room),
+        any(&q.person),
+        any(&q.ticket),
+        any(&q.reader),
+        any(&q.credential),
         q.from.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
         q.until.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
     );
     let result = async {
-        let query = event_query(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS)?;
-        let store = AccessStore::new(state.store.clone());
+        let events = query_events(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS).await?;
         blocking("Access event export", move || {
-            let events = store.events(&query).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             crate::access::import::write_csv(&mut out, &events).map_err(|e| e.to_string())?;
             Ok::<_, String>((events.len(), out))
@@ -221,6 +250,7 @@ pub async fn findings(
         site: q.site.clone(),
         rule,
         ticket: q.ticket.clone(),
+        room: q.room.clone(),
         from: q.from,
         until: q.until,
         reviewed: q.reviewed,
@@ -232,11 +262,13 @@ pub async fn findings(
         .rev()
         .filter(|stored| {
             person.as_ref().is_none_or(|p| {
-                stored
-                    .finding
-                    .person
+                let f = &stored.finding;
+                f.person
                     .as_ref()
                     .is_some_and(|name| name.to_lowercase().contains(p))
+                    || f.credential
+                        .as_deref()
+                        .is_some_and(|c| c.to_lowercase() == *p)
             })
         })
         .take(limit as usize)

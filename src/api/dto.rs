@@ -1001,6 +1001,14 @@ pub struct AccessEventQuery {
     pub reader: Option<String>,
     /// Only this credential (PIN or card).
     pub credential: Option<String>,
+    /// Only the events of this room's readers.
+    pub room: Option<String>,
+    /// Only the events of this person's credentials: a credential, an identity number, a
+    /// staff id or a name (case-insensitive), on any ticket or roster.
+    pub person: Option<String>,
+    /// Only the events reconciliation attributed to this visit ticket, and the evidence
+    /// of its findings.
+    pub ticket: Option<String>,
     /// Device time at or after this (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Device time before this (RFC 3339).
@@ -1078,10 +1086,13 @@ pub struct FindingQuery {
     pub site: Option<String>,
     /// Only this rule (`no_ticket`, `wrong_room`, `overstay`...).
     pub rule: Option<String>,
-    /// Only findings whose person contains this (case-insensitive).
+    /// Only findings whose person's name contains this (case-insensitive), or whose
+    /// credential is this.
     pub person: Option<String>,
     /// Only this ticket.
     pub ticket: Option<String>,
+    /// Only findings in this room.
+    pub room: Option<String>,
     /// At or after this (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Before this (RFC 3339).

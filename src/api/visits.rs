@@ -25,7 +25,7 @@ use crate::access::ticket::TicketState;
 pub const BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The access service, or 503 when no site has readers (the daemon keeps no access log).
-fn service(state: &ApiState) -> ApiResult<AccessService> {
+pub(super) fn service(state: &ApiState) -> ApiResult<AccessService> {
     state.access.clone().ok_or_else(|| {
         ApiError::unavailable("access control is not configured: no site has [[access.readers]]")
     })
@@ -47,7 +47,7 @@ fn service_error(error: ServiceError) -> ApiError {
 }
 
 /// Runs a blocking service call off the async workers.
-async fn call<T: Send + 'static>(
+pub(super) async fn call<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> ApiResult<T> {
     match tokio::task::spawn_blocking(f).await {
