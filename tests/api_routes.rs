@@ -766,6 +766,21 @@ async fn access_routes_show_events_findings_and_the_audit_chain() {
     assert_eq!(chain["intact"], true, "{chain}");
     assert!(chain["records"].as_u64().unwrap() >= 3, "{chain}");
     assert_eq!(chain["head_hash"].as_str().unwrap().len(), 64, "{chain}");
+    assert_eq!(chain["segments"], 1, "{chain}");
+    // Sealed monthly segments are verified too: a forged one breaks the chain, named by
+    // its file name, never by its path.
+    let forged = rig.data.join("access-audit.00000000000000000001.log");
+    std::fs::write(&forged, "{\"not\": \"a record\"}\n").unwrap();
+    let (status, broken) = rig.get("/api/v1/audit/status", SEC).await;
+    std::fs::remove_file(&forged).unwrap();
+    assert_eq!(status, 200, "{broken}");
+    assert_eq!(broken["intact"], false, "{broken}");
+    let problem = broken["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("segment access-audit.00000000000000000001.log"),
+        "{problem}"
+    );
+    assert!(!problem.contains(&*rig.data.to_string_lossy()), "{problem}");
     let records = rig.audit_records();
     let export = records
         .iter()

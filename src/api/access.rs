@@ -12,7 +12,7 @@ use super::dto::{AccessEventDto, AccessEventQuery, AuditStatusDto, FindingDto, F
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::facility::clip;
 use super::{ApiState, audited};
-use crate::access::audit::{AuditKey, Problem, verify};
+use crate::access::audit::{AuditKey, Problem, verify_segments};
 use crate::access::ingest::{AUDIT_FILE, key_path};
 use crate::access::reconcile::Rule;
 use crate::store::access::{AccessStore, EventQuery};
@@ -277,8 +277,9 @@ pub async fn findings(
     Ok(Json(out))
 }
 
-/// The access audit chain, verified now from its first record: links, hashes and
-/// checkpoint signatures.
+/// The access audit chain, verified now from its first record: every sealed monthly
+/// segment and the active one, links, hashes and checkpoint signatures (as
+/// `dcguard audit verify`).
 #[utoipa::path(
     get,
     path = "/api/v1/audit/status",
@@ -303,14 +304,14 @@ pub async fn audit_status(State(state): State<ApiState>) -> ApiResult<Json<Audit
         let dir = data_dir.clone();
         let verified = blocking("Audit chain verification", move || {
             let key = AuditKey::from_file(&key_path(&dir, None)).map_err(|e| e.to_string())?;
-            Ok::<_, String>(verify(&dir.join(AUDIT_FILE), &key))
+            Ok::<_, String>(verify_segments(&dir.join(AUDIT_FILE), &key))
         })
         .await?;
         attempt += 1;
         match &verified {
             Err(e)
                 if attempt < 3
-                    && matches!(e.problem(), Some(Problem::TruncatedLastLine { .. })) =>
+                    && matches!(e.error.problem(), Some(Problem::TruncatedLastLine { .. })) =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
@@ -321,6 +322,7 @@ pub async fn audit_status(State(state): State<ApiState>) -> ApiResult<Json<Audit
         Ok(report) => AuditStatusDto {
             intact: true,
             problem: None,
+            segments: report.segments.len(),
             records: report.records,
             checkpoints: report.checkpoints,
             head_seq: report.head.as_ref().map(|h| h.seq),
@@ -333,7 +335,16 @@ pub async fn audit_status(State(state): State<ApiState>) -> ApiResult<Json<Audit
             tracing::error!(%error, "The access audit chain does not verify.");
             AuditStatusDto {
                 intact: false,
-                problem: Some(error.to_string()),
+                // The segment's file name, never its path (answers reveal no paths).
+                problem: Some(format!(
+                    "{} (segment {})",
+                    error.error,
+                    error
+                        .segment
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                )),
+                segments: 0,
                 records: 0,
                 checkpoints: 0,
                 head_seq: None,

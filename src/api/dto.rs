@@ -1504,6 +1504,8 @@ pub struct AuditStatusDto {
     pub intact: bool,
     /// The first problem (record index and what is wrong), when not intact.
     pub problem: Option<String>,
+    /// Chain files verified: the sealed monthly segments, then the active one.
+    pub segments: usize,
     /// Records verified.
     pub records: u64,
     /// Signed checkpoints.
