@@ -545,7 +545,8 @@ async fn guard(
 
 /// `ok` for a success, else the error code of the answer (`conflict`, `bad_request`...).
 fn result_of(response: &Response) -> String {
-    if response.status().is_success() {
+    // A page's form post answers a success with a redirect (303) to the page.
+    if response.status().is_success() || response.status().is_redirection() {
         return "ok".to_owned();
     }
     response

@@ -226,11 +226,6 @@ fn live_markup(l: Lang, session: &WebSession, data: &ControlData) -> Markup {
         .collect();
     let zone = |site: &str| data.zones.get(site).copied().unwrap_or(chrono_tz::Tz::UTC);
     html! {
-        section.sites {
-            @for site in &data.sites {
-                (site_markup(l, site))
-            }
-        }
         section.panel #alarms {
             h2 { (l.t(L::ActiveAlarms)) " (" (data.alarms.len()) ")" }
             @if data.alarms.is_empty() {
@@ -302,6 +297,11 @@ fn live_markup(l: Lang, session: &WebSession, data: &ControlData) -> Markup {
                 }
             }
         }
+        section.sites {
+            @for site in &data.sites {
+                (site_markup(l, site))
+            }
+        }
     }
 }
 
@@ -353,7 +353,9 @@ fn plant_values(plant: &PlantDto, roles: &[(&str, &str)]) -> Vec<(String, String
         .iter()
         .filter_map(|(role, label)| {
             plant.values.get(*role).map(|p| {
-                let good = p.quality == "good";
+                // A fault input that is set reads as bad, like a bad reading.
+                let fault = role.ends_with(".fault") && p.value.is_some_and(|v| v != 0.0);
+                let good = p.quality == "good" && !fault;
                 let text = if p.role.ends_with("_c")
                     || p.role.ends_with("_pct")
                     || p.role.ends_with("_kw")

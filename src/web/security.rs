@@ -269,7 +269,7 @@ pub async fn page(
                                 td { (f.summary) }
                                 td {
                                     @for r in &f.reviews {
-                                        div.review { strong { (r.reviewer) } ": " (r.note) }
+                                        div.reviewed-by { strong { (r.reviewer) } ": " (r.note) }
                                     }
                                     (review_form(l, &session, f.id))
                                 }
