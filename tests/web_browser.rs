@@ -266,7 +266,12 @@ async fn operator_viewer_and_security_work_in_a_real_browser() {
     );
     // The incident of the P1 is listed with its state.
     wait_css(&c, "#incidents tr.incident", HANG).await;
-    screenshot(&c, "control-room.png").await;
+    if screenshots_dir().is_some() {
+        // Tall enough for the alarms, the incidents and the three sites.
+        c.set_window_size(1800, 3600).await.unwrap();
+        screenshot(&c, "control-room.png").await;
+        c.set_window_size(1800, 1300).await.unwrap();
+    }
     sign_out(&c).await;
 
     // --- viewer: the same alarms, no action buttons ---

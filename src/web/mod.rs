@@ -374,8 +374,6 @@ async fn start(axum::Extension(session): axum::Extension<WebSession>) -> Respons
 #[derive(Debug, Deserialize)]
 struct SigninQuery {
     next: Option<String>,
-    #[allow(dead_code)]
-    lang: Option<String>,
 }
 
 /// The sign-in page; sets the double-submit cookie its form must echo.

@@ -48,6 +48,8 @@ pub struct SecurityQuery {
     log_from: Option<String>,
     log_until: Option<String>,
     log: Option<String>,
+    /// The page language (read by `PageLang`; accepted here so the filters stay strict).
+    #[allow(dead_code)]
     lang: Option<String>,
 }
 
@@ -180,7 +182,6 @@ pub async fn page(
         Ok(Query(q)) => q,
         Err(e) => return bad_query(l, e),
     };
-    let _ = &q.lang;
     let findings: Result<Vec<FindingDto>, String> = match q.findings() {
         Ok(fq) => access::findings(State(state.clone()), ApiQuery(fq))
             .await
