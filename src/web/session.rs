@@ -157,10 +157,16 @@ pub fn admit(
         cookie(headers, SESSION_COOKIE).and_then(|id| state.sessions.get(&id, Instant::now()));
     let Some(session) = session else {
         if rule.method == "GET" {
-            let next = if path == "/" || !super::is_safe_next(path) {
+            // Back to the page after sign-in (not to its fragment, stream or export).
+            let page = match path {
+                "/control-room/live" | "/control-room/events" => "/control-room",
+                "/security/events.csv" => "/security",
+                other => other,
+            };
+            let next = if page == "/" || !super::is_safe_next(page) {
                 String::new()
             } else {
-                format!("?next={path}")
+                format!("?next={page}")
             };
             return Err(redirect(&format!("/signin{next}")));
         }
