@@ -70,7 +70,15 @@ fn time(field: &str, v: &Option<String>, until: bool) -> Result<Option<DateTime<
     }
     match NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
         Ok(d) => {
-            let d = if until { d + TimeDelta::days(1) } else { d };
+            // The last representable date has no next day: no end then.
+            let d = if until {
+                match d.checked_add_signed(TimeDelta::days(1)) {
+                    Some(next) => next,
+                    None => return Ok(None),
+                }
+            } else {
+                d
+            };
             Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
         }
         Err(_) => Err(format!(
@@ -608,6 +616,12 @@ mod tests {
             ..SecurityQuery::default()
         };
         assert!(bad.findings().is_err());
+        // The last date chrono knows has no next day: no end, and no panic.
+        let far = SecurityQuery {
+            until: Some(NaiveDate::MAX.format("%Y-%m-%d").to_string()),
+            ..SecurityQuery::default()
+        };
+        assert_eq!(far.findings().map(|f| f.until), Ok(None));
         assert_eq!(encode("T 1/ä"), "T%201%2F%C3%A4");
     }
 }
