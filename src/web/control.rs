@@ -49,6 +49,8 @@ struct ControlData {
     alarms: Vec<AlarmDto>,
     incidents: Vec<(IncidentDto, Vec<String>)>,
     zones: BTreeMap<String, chrono_tz::Tz>,
+    /// The longest shelve (`[alarms] shelve_max_h`), minutes.
+    shelve_max_min: u64,
 }
 
 async fn gather(state: &ApiState) -> ControlData {
@@ -112,6 +114,7 @@ async fn gather(state: &ApiState) -> ControlData {
         alarms,
         incidents,
         zones,
+        shelve_max_min: state.config.alarms.shelve_max.as_secs() / 60,
     }
 }
 
@@ -259,7 +262,7 @@ fn live_markup(l: Lang, session: &WebSession, data: &ControlData) -> Markup {
                                     } @else { "-" }
                                 }
                                 @if operate {
-                                    td.actions { (actions(l, session, a)) }
+                                    td.actions { (actions(l, session, a, data.shelve_max_min)) }
                                 }
                             }
                         }
@@ -305,7 +308,7 @@ fn live_markup(l: Lang, session: &WebSession, data: &ControlData) -> Markup {
     }
 }
 
-fn actions(l: Lang, session: &WebSession, a: &AlarmDto) -> Markup {
+fn actions(l: Lang, session: &WebSession, a: &AlarmDto, shelve_max_min: u64) -> Markup {
     let unacked = a.state == "active_unacked" || a.state == "returned_unacked";
     html! {
         @if unacked {
@@ -319,7 +322,7 @@ fn actions(l: Lang, session: &WebSession, a: &AlarmDto) -> Markup {
                 button type="submit" { (l.t(L::Acknowledge)) }
             }
         }
-        @if a.shelved.is_none() {
+        @if a.shelved.is_none() && shelve_max_min >= 15 {
             form.action.shelve method="post" action="/control-room/shelve" {
                 input type="hidden" name="csrf" value=(session.csrf);
                 input type="hidden" name="site" value=(a.site);
@@ -328,7 +331,8 @@ fn actions(l: Lang, session: &WebSession, a: &AlarmDto) -> Markup {
                 input type="text" name="reason" required maxlength="500"
                     placeholder=(l.t(L::Reason)) aria-label=(l.t(L::Reason));
                 select name="minutes" aria-label=(l.t(L::Minutes)) {
-                    @for m in [15u64, 30, 60, 120, 240, 480] {
+                    // Only durations the alarm book accepts ([alarms] shelve_max_h).
+                    @for m in [15u64, 30, 60, 120, 240, 480].into_iter().filter(|m| *m <= shelve_max_min) {
                         option value=(m) selected[m == 60] { (m) " " (l.t(L::Minutes)) }
                     }
                 }
