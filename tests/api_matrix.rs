@@ -233,7 +233,7 @@ async fn page_routes_with_every_role_match_the_matrix() {
                     assert!(status < 500, "{context}");
                 }
             }
-            if status != 303 && path != "/control-room/events" {
+            if status != 303 {
                 for h in [
                     "content-security-policy",
                     "x-frame-options",

@@ -180,9 +180,14 @@ fn fingerprint(view: &crate::alarms::task::AlarmView) -> u64 {
 
 /// `GET /control-room/events`: `changed` when alarms or incidents change, `tick` every
 /// 15 s; the stream ends after 5 min (the browser reconnects) or when the alarm task stops.
-pub async fn events(
-    State(state): State<ApiState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(State(state): State<ApiState>) -> Response {
+    use axum::response::IntoResponse as _;
+    let mut response = stream(&state).into_response();
+    super::secure_headers(&mut response);
+    response
+}
+
+fn stream(state: &ApiState) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let watch = state.alarms.watch();
     let last = fingerprint(&watch.borrow());
     let until = tokio::time::Instant::now() + STREAM_LIFETIME;
