@@ -226,6 +226,16 @@ pub async fn page(
         .map(|s| (s.id.clone(), s.time_zone))
         .collect();
     let zone = |site: &str| zones.get(site).copied().unwrap_or(chrono_tz::Tz::UTC);
+    // Events name a reader, not a site: the searched site's zone, else the zone all sites
+    // share, else UTC.
+    let event_zone = given(&q.log_site)
+        .and_then(|s| zones.get(&s).copied())
+        .or_else(|| {
+            let mut all = zones.values();
+            let first = all.next().copied()?;
+            all.all(|z| *z == first).then_some(first)
+        })
+        .unwrap_or(chrono_tz::Tz::UTC);
     let site_ids: Vec<&str> = state.config.sites.iter().map(|s| s.id.as_str()).collect();
     let rules: Vec<&str> = crate::access::reconcile::Rule::ALL
         .iter()
@@ -338,7 +348,7 @@ pub async fn page(
                     tbody {
                         @for e in list {
                             tr.event {
-                                td { (e.device_time.format("%Y-%m-%d %H:%M:%S UTC")) }
+                                td { (e.device_time.with_timezone(&event_zone).format("%Y-%m-%d %H:%M:%S %Z")) }
                                 td { (e.reader) }
                                 td { (e.credential.clone().unwrap_or_default()) }
                                 td { (e.kind) @if let Some(r) = &e.reason { " (" (r) ")" } }
