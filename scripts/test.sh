@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Debian packages the tests use. Issue 7 adds chromium and chromium-driver. systemd
 # (systemd-analyze) and strace check the unit of deploy/systemd (tests/deploy.rs).
 # python3-venv holds the schemathesis venv of scripts/schemathesis-venv.sh.
-readonly DEBIAN_PACKAGES=(mosquitto mosquitto-clients mbpoll victoria-metrics prometheus systemd strace python3-venv)
+readonly DEBIAN_PACKAGES=(mosquitto mosquitto-clients mbpoll victoria-metrics prometheus systemd strace python3-venv chromium chromium-driver)
 
 started_at=$SECONDS
 

@@ -37,3 +37,4 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod ticketing;
+pub mod web;

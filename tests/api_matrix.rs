@@ -5,6 +5,7 @@
 
 mod common;
 mod common_api;
+mod common_web;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -97,6 +98,14 @@ async fn every_route_with_every_role_and_without_a_token_matches_the_matrix() {
                 // Loopback mode (the default): every loopback client, with or without a
                 // token.
                 (Guard::Metrics(_), _) => assert_eq!(status, 200, "{context}"),
+                // Pages take a session, not a token: without one a GET lands on the sign-in
+                // page (the client follows the redirect) and a form post is refused 401.
+                // `page_routes_with_every_role_match_the_matrix` walks them with sessions.
+                (Guard::Session(_), _) if rule.method == "GET" => {
+                    assert_eq!(status, 200, "{context}");
+                    assert!(text.contains("action=\"/signin\""), "{context}");
+                }
+                (Guard::Session(_), _) => assert_eq!(status, 401, "{context}"),
                 // Authorised by reader serial: a token changes nothing.
                 (Guard::DeviceSerial, _) => {
                     assert!(![401, 429].contains(&status), "{context}");
@@ -153,7 +162,7 @@ async fn the_router_serves_exactly_the_routes_of_the_matrix() {
     }
     let listed: BTreeSet<(String, String)> = MATRIX
         .iter()
-        .filter(|r| !r.path.starts_with("/iclock"))
+        .filter(|r| !r.path.starts_with("/iclock") && !r.is_page())
         .map(|r| (r.method.to_owned(), r.path.to_owned()))
         .collect();
     assert_eq!(documented, listed);
@@ -161,6 +170,148 @@ async fn the_router_serves_exactly_the_routes_of_the_matrix() {
     let generated = serde_json::to_value(dcguard::api::openapi()).unwrap();
     assert_eq!(generated, doc);
     rig.stop().await;
+}
+
+/// The page routes (`Guard::Session` rows) walked with a signed-in session of every role
+/// and without one: an allowed role is served (a form post with the session's CSRF token
+/// reaches its handler), another role is refused 403, no session redirects a GET to the
+/// sign-in page and refuses a post 401; integrators cannot sign in. Every page carries the
+/// security headers. A bad token is refused and audited by fingerprint, never by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_routes_with_every_role_match_the_matrix() {
+    let rig = ApiRig::start(RigOptions {
+        limits: LimitSettings {
+            max_failures: 1_000_000,
+            ..LimitSettings::default()
+        },
+        ..RigOptions::default()
+    })
+    .await;
+    let mut sessions = Vec::new();
+    for role in Role::ALL {
+        if role == Role::Integrator {
+            let (status, _, body) = common_web::sign_in(&rig, rig.token(role)).await;
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("no web pages"), "{body}");
+            sessions.push((role, None));
+        } else {
+            sessions.push((role, Some(common_web::session(&rig, rig.token(role)).await)));
+        }
+    }
+    let pages: Vec<&RouteRule> = MATRIX
+        .iter()
+        .filter(|r| matches!(r.guard, Guard::Session(_)) && r.path != "/signout")
+        .collect();
+    assert!(pages.len() >= 10, "{}", pages.len());
+    for rule in pages {
+        let path = concrete(&rig, rule);
+        for (role, session) in &sessions {
+            let (cookie, csrf) = match session {
+                Some(s) => (s.cookie.clone(), s.csrf.clone()),
+                None => (String::new(), String::new()),
+            };
+            let (status, headers, text) = if rule.method == "GET" {
+                common_web::get(&rig, &cookie, &path).await
+            } else {
+                let form = [("csrf", csrf.as_str())];
+                common_web::post(&rig, &cookie, &path, &form).await
+            };
+            let context = format!("{} {path} as {role}: {status} {text}", rule.method);
+            match session {
+                None if rule.method == "GET" => {
+                    assert_eq!(status, 303, "{context}");
+                    let location = headers["location"].to_str().unwrap();
+                    assert!(location.starts_with("/signin"), "{context}");
+                }
+                None => assert_eq!(status, 401, "{context}"),
+                Some(_) if !rule.allows(*role) => {
+                    assert_eq!(status, 403, "{context}");
+                    assert!(text.contains("may not"), "{context}");
+                }
+                Some(_) => {
+                    assert!(![401, 403, 429].contains(&status), "{context}");
+                    assert!(status < 500, "{context}");
+                }
+            }
+            if status != 303 {
+                for h in [
+                    "content-security-policy",
+                    "x-frame-options",
+                    "referrer-policy",
+                    "x-content-type-options",
+                ] {
+                    assert!(headers.get(h).is_some(), "{h} missing: {context}");
+                }
+            }
+        }
+    }
+    // A post with another CSRF token is refused even for a role that may post.
+    let operator = sessions[1].1.as_ref().unwrap();
+    let (status, _, text) = common_web::post(
+        &rig,
+        &operator.cookie,
+        "/control-room/acknowledge",
+        &[
+            ("csrf", "forged"),
+            ("site", "dc"),
+            ("rule", "x"),
+            ("comment", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("CSRF"), "{text}");
+    // A viewer's control room has no action forms.
+    let viewer = sessions[0].1.as_ref().unwrap();
+    let (_, _, page) = common_web::get(&rig, &viewer.cookie, "/control-room").await;
+    assert!(!page.contains("/control-room/acknowledge"), "{page}");
+    assert!(!page.contains("/control-room/shelve"), "{page}");
+    // Sign-out ends the session.
+    let (status, headers, _) = common_web::post(
+        &rig,
+        &viewer.cookie,
+        "/signout",
+        &[("csrf", viewer.csrf.as_str())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/signin");
+    let (status, _, _) = common_web::get(&rig, &viewer.cookie, "/control-room").await;
+    assert_eq!(status, 303, "a closed session is gone");
+    // A bad token: 401, audited under its fingerprint; no token appears in the chain.
+    let canary = "dcg_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let (status, _, body) = common_web::sign_in(&rig, canary).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains(canary));
+    // Denials are appended by the audit writer in the background.
+    let denied = || {
+        rig.audit_records().iter().any(|r| {
+            r["payload"]["action"] == "POST /signin"
+                && r["payload"]["result"] == "invalid_token"
+                && r["payload"]["token_fingerprint"].is_string()
+        })
+    };
+    assert!(
+        common_api::wait_for(denied).await,
+        "{:?}",
+        rig.audit_records()
+    );
+    let records = rig.audit_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["payload"]["action"] == "POST /signin"
+                && r["actor"] == "test-operator"
+                && r["payload"]["result"] == "ok"),
+        "{:?}",
+        records
+            .iter()
+            .filter(|r| r["payload"]["action"] == "POST /signin")
+            .collect::<Vec<_>>()
+    );
+    let dir = rig.stop().await;
+    let chain = std::fs::read_to_string(dir.path().join("data/access-audit.log")).unwrap();
+    assert!(!chain.contains(&canary[4..]), "a token in the audit chain");
 }
 
 fn replace_between(text: &str, start: &str, end: &str, with: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 
 mod common;
 mod common_api;
+mod common_web;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -226,6 +227,17 @@ async fn a_canary_token_never_appears_in_logs_metrics_responses_or_the_audit_cha
         ),
         ("GET", "/metrics".into(), None),
     ];
+    // The web sign-in with the canary (it signs in) and the mangled one (refused).
+    for t in [token, mangled.as_str()] {
+        let (status, headers, text) = common_web::sign_in(&rig, t).await;
+        answers.push_str(&format!("{status} {headers:?} {text}\n"));
+        if let Some(id) = common_web::set_cookie(&headers, "dcguard_session") {
+            let cookie = format!("dcguard_session={id}");
+            let (status, headers, text) = common_web::get(&rig, &cookie, "/control-room").await;
+            assert_eq!(status, 200);
+            answers.push_str(&format!("{status} {headers:?} {text}\n"));
+        }
+    }
     for (method, path, body) in &calls {
         for t in [token, mangled.as_str()] {
             let (status, headers, text) = rig.call(method, path, Some(t), body.as_ref()).await;
@@ -277,6 +289,11 @@ async fn a_canary_token_never_appears_in_logs_metrics_responses_or_the_audit_cha
         chain.contains("\"actor\":\"canary-holder\""),
         "no write audited"
     );
+    assert!(
+        answers.contains("canary-holder"),
+        "the canary did not sign in"
+    );
+    assert!(logs.contains("Web sign-in."), "no web sign-in logged");
     assert!(chain.contains(&fingerprint(&mangled)));
     // The canary is nowhere. (A prefix of it is searched too: a truncated echo leaks.)
     let prefix = &token[..24];
@@ -600,13 +617,25 @@ async fn every_request_has_a_deadline() {
     let mut checked = 0;
     for rule in matrix::MATRIX.iter().filter(|r| r.method != "GET") {
         let path = concrete(rule);
+        // The web pages take forms.
+        let content_type = if rule.is_page() {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
         let head = format!(
-            "{} {path} HTTP/1.1\r\nhost: dcguard\r\ncontent-type: application/json\r\ncontent-length: 1000\r\nauthorization: Bearer {admin}",
+            "{} {path} HTTP/1.1\r\nhost: dcguard\r\ncontent-type: {content_type}\r\ncontent-length: 1000\r\nauthorization: Bearer {admin}",
             rule.method
         );
         // 10 of the 1000 announced bytes, then nothing.
         let (status, body) = raw_exchange(rig.addr, &head, b"{\"site\":\"d").await;
         let context = format!("{} {path}: {status} {body}", rule.method);
+        if matches!(rule.guard, matrix::Guard::Session(_)) {
+            // A page post without a session (a token is no session) is refused before its
+            // body is read.
+            assert_eq!(status, 401, "{context}");
+            continue;
+        }
         if NO_BODY.contains(&rule.path) {
             // Answered without waiting for a body it does not read.
             assert!(status < 500, "{context}");

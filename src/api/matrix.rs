@@ -17,6 +17,10 @@ pub enum Guard {
     /// `/metrics`: per `[auth] metrics_access`, any loopback client without a token
     /// (default), or a bearer token of one of these roles.
     Metrics(&'static [Role]),
+    /// Web pages (`web`): a signed-in session of one of these roles (a cookie from
+    /// `/signin`, which takes an API token), not a bearer token. Without a session a page
+    /// redirects to `/signin` and a form post is refused 401; another role is refused 403.
+    Session(&'static [Role]),
     /// ZKTeco push routes: the devices cannot send tokens; a request is accepted only from
     /// a reader serial (`SN=`) in a site's allowlist (`access.readers`), checked by
     /// `access::ingest`.
@@ -52,7 +56,9 @@ impl RouteRule {
     /// True when `role` may call this route with a token.
     pub fn allows(&self, role: Role) -> bool {
         match self.guard {
-            Guard::Roles(roles) | Guard::Metrics(roles) => roles.contains(&role),
+            Guard::Roles(roles) | Guard::Metrics(roles) | Guard::Session(roles) => {
+                roles.contains(&role)
+            }
             Guard::Public | Guard::DeviceSerial => true,
         }
     }
@@ -60,6 +66,14 @@ impl RouteRule {
     /// True when the route needs a bearer token (always, or for `/metrics` in token mode).
     pub fn needs_token(&self) -> bool {
         matches!(self.guard, Guard::Roles(_))
+    }
+
+    /// True for the web pages and their assets (served by `web`, not in the OpenAPI
+    /// document).
+    pub fn is_page(&self) -> bool {
+        matches!(self.guard, Guard::Session(_))
+            || self.path.starts_with("/static/")
+            || self.path == "/signin"
     }
 }
 
@@ -75,6 +89,8 @@ const OPERATE: &[Role] = &[Operator, Admin];
 const OCCUPANCY: &[Role] = &[Security, Operator, Admin];
 /// Data in from other systems: visit tickets, reader event batches.
 const INTEGRATE: &[Role] = &[Integrator, Admin];
+/// Who may sign in to the web pages (integrators are machine accounts: no pages).
+const PAGES: &[Role] = &[Viewer, Operator, Security, Admin];
 
 const fn get(path: &'static str, guard: Guard, summary: &'static str) -> RouteRule {
     RouteRule {
@@ -310,6 +326,83 @@ pub const MATRIX: &[RouteRule] = &[
         Guard::Roles(INTEGRATE),
         "reader event batch (JSON) from another reader system",
     ),
+    // --- web pages (a signed-in session; `docs/web.md`) ---
+    get(
+        "/static/dcguard.css",
+        Guard::Public,
+        "the web pages' style sheet",
+    ),
+    get(
+        "/static/dcguard.js",
+        Guard::Public,
+        "the web pages' script (live updates by SSE)",
+    ),
+    get("/signin", Guard::Public, "sign-in page: takes an API token"),
+    RouteRule {
+        method: "POST",
+        path: "/signin",
+        guard: Guard::Public,
+        // Audited by the handler: the actor of a sign-in is known only once it succeeded.
+        audit: Audit::Denials,
+        summary: "sign in: opens a session (every sign-in and failure audited; failures rate-limited)",
+    },
+    write(
+        "POST",
+        "/signout",
+        Guard::Session(PAGES),
+        "sign out: ends the session",
+    ),
+    get("/", Guard::Session(PAGES), "the start page of the role"),
+    get(
+        "/control-room",
+        Guard::Session(READ),
+        "control room: sites, climate, power, cooling, alarms, incidents",
+    ),
+    get(
+        "/control-room/live",
+        Guard::Session(READ),
+        "the control room's live part (HTML fragment)",
+    ),
+    get(
+        "/control-room/events",
+        Guard::Session(READ),
+        "server-sent events: the control room changed",
+    ),
+    write(
+        "POST",
+        "/control-room/acknowledge",
+        Guard::Session(OPERATE),
+        "acknowledge an alarm (form; same code as the API)",
+    ),
+    write(
+        "POST",
+        "/control-room/shelve",
+        Guard::Session(OPERATE),
+        "shelve an alarm (form; same code as the API)",
+    ),
+    get(
+        "/security",
+        Guard::Session(SECURITY),
+        "security review: findings, occupancy, access log, audit chain",
+    ),
+    get(
+        "/security/visits/{ticket}",
+        Guard::Session(SECURITY),
+        "a visit's timeline: entries, exits, escort pairing, findings",
+    ),
+    write(
+        "POST",
+        "/security/findings/{id}/review",
+        Guard::Session(SECURITY),
+        "review a finding with a note (form; same code as the API)",
+    ),
+    RouteRule {
+        method: "GET",
+        path: "/security/events.csv",
+        guard: Guard::Session(SECURITY),
+        audit: Audit::Always,
+        summary: "access events CSV export from the page (every call audited)",
+    },
     // --- biometric readers (ZKTeco PUSH; served when a site has readers) ---
     get(
         "/iclock/cdata",
@@ -383,6 +476,7 @@ fn cell(rule: &RouteRule, role: Role) -> &'static str {
         Guard::DeviceSerial => "serial",
         Guard::Metrics(_) if rule.allows(role) => "yes\\*",
         Guard::Roles(_) | Guard::Metrics(_) if rule.allows(role) => "yes",
+        Guard::Session(_) if rule.allows(role) => "page",
         _ => "-",
     }
 }
@@ -405,6 +499,8 @@ pub fn markdown() -> String {
             Guard::DeviceSerial => "serial",
             Guard::Metrics(_) => "loopback\\*",
             Guard::Roles(_) => "401",
+            Guard::Session(_) if rule.method == "GET" => "sign-in",
+            Guard::Session(_) => "401",
         };
         out.push_str(&format!(
             "| {} | `{}` | {anonymous} |",
@@ -415,7 +511,7 @@ pub fn markdown() -> String {
         }
         let audited = match (rule.audit, rule.guard) {
             (Audit::Always, _) => "every call",
-            (Audit::Denials, Guard::Roles(_) | Guard::Metrics(_)) => "denials",
+            (Audit::Denials, Guard::Roles(_) | Guard::Metrics(_) | Guard::Session(_)) => "denials",
             (Audit::Denials, _) => "-",
         };
         out.push_str(&format!(" {audited} | {} |\n", rule.summary));

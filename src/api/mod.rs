@@ -36,18 +36,18 @@
 //! 4. Run `cargo test --test api_matrix` (it walks the new row with every role) and
 //!    `DCGUARD_BLESS=1 cargo test --test api_matrix` to refresh `docs/security.md`.
 
-mod access;
-mod alarms;
+pub(crate) mod access;
+pub(crate) mod alarms;
 pub mod audit;
 pub mod auth;
 pub mod dto;
 pub mod error;
-mod facility;
-mod incidents;
+pub(crate) mod facility;
+pub(crate) mod incidents;
 pub mod matrix;
 pub mod ratelimit;
 mod system;
-mod visits;
+pub(crate) mod visits;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -134,6 +134,8 @@ pub struct ApiContext {
     pub render_metrics: RenderMetrics,
     /// The API's own counters.
     pub metrics: Option<ApiMetrics>,
+    /// Signed-in sessions of the web pages (`web::session`).
+    pub sessions: crate::web::session::Sessions,
 }
 
 impl std::fmt::Debug for ApiContext {
@@ -205,6 +207,7 @@ impl ApiContext {
             readiness: parts.readiness,
             render_metrics: parts.render_metrics,
             metrics: parts.metrics,
+            sessions: crate::web::session::Sessions::default(),
         })
     }
 }
@@ -300,6 +303,7 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .layer(axum::Extension(doc))
         .with_state(state.clone());
     api.merge(extra)
+        .merge(crate::web::router(state.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, outer))
@@ -338,7 +342,7 @@ async fn not_found() -> ApiError {
 }
 
 /// The client's address, when the server was started with connect info.
-fn client_ip(req: &Request) -> Option<IpAddr> {
+pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
@@ -465,8 +469,20 @@ async fn guard(
     };
     let ip = client_ip(&req);
     let path = req.uri().path().to_owned();
+    let mut web_session = None;
     let principal = match rule.guard {
         Guard::Public | Guard::DeviceSerial => None,
+        // Web pages: a signed-in session (cookie), not a bearer token.
+        Guard::Session(_) => {
+            match crate::web::session::admit(&state, rule, &path, ip, req.headers()) {
+                Ok(session) => {
+                    let principal = session.principal.clone();
+                    web_session = Some(session);
+                    Some(principal)
+                }
+                Err(response) => return response,
+            }
+        }
         Guard::Metrics(_) if state.metrics_access == MetricsAccess::Loopback => {
             if ip.is_some_and(|ip| ip.is_loopback()) {
                 None
@@ -490,6 +506,9 @@ async fn guard(
     let mut req = req;
     if let Some(p) = &principal {
         req.extensions_mut().insert(p.clone());
+    }
+    if let Some(s) = web_session {
+        req.extensions_mut().insert(s);
     }
     if rule.audit != Audit::Always {
         return next.run(req).await;
@@ -533,7 +552,8 @@ async fn guard(
 
 /// `ok` for a success, else the error code of the answer (`conflict`, `bad_request`...).
 fn result_of(response: &Response) -> String {
-    if response.status().is_success() {
+    // A page's form post answers a success with a redirect (303) to the page.
+    if response.status().is_success() || response.status().is_redirection() {
         return "ok".to_owned();
     }
     response
@@ -543,7 +563,7 @@ fn result_of(response: &Response) -> String {
 }
 
 /// Checks rate limit, token and role for a token route.
-fn authorize(
+pub(crate) fn authorize(
     state: &ApiState,
     rule: &'static RouteRule,
     path: &str,
@@ -621,7 +641,7 @@ fn authorize(
 /// Counts a refusal (towards the rate limit when `counts`), logs it without secrets and
 /// queues its audit record.
 #[allow(clippy::too_many_arguments)]
-fn deny(
+pub(crate) fn deny(
     state: &ApiState,
     rule: &RouteRule,
     path: &str,
