@@ -331,6 +331,76 @@ async fn the_readme_demo_shows_the_p1_the_finding_and_the_genset_and_stops_clean
     assert_eq!(status.code(), Some(0), "{out}\n{}", logs.text());
     assert!(out.contains("shutting down in order"), "{out}");
     assert!(out.contains("dcguard demo shut down cleanly"), "{out}");
+    // Read-only towards equipment: the stubs saw read function codes only.
+    let codes = out
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Modbus function codes the stubs received: ")
+        })
+        .unwrap_or_else(|| panic!("no function code line:\n{out}"));
+    let codes = codes.trim_end_matches(" (reads only).");
+    assert!(
+        codes
+            .split(", ")
+            .all(|c| matches!(c.parse::<u8>(), Ok(1..=4))),
+        "{codes}"
+    );
+}
+
+/// A busy `--listen` port moves to the next free one and says so; Ctrl-C while the demo
+/// is still waiting for its first readings stops it cleanly too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_is_replaced_by_the_next_and_an_early_ctrl_c_stops_cleanly() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dcguard"))
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start dcguard demo");
+    let printed = Printed::default();
+    let stdout = child.stdout.take().unwrap();
+    let sink = printed.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.0.lock().unwrap().push(line);
+        }
+    });
+    let web = eventually("the banner", &printed, || async {
+        printed.value("web pages:")
+    })
+    .await;
+    let moved = format!("127.0.0.1:{port} is in use; the demo listens on 127.0.0.1:");
+    assert!(printed.text().contains(&moved), "{}", printed.text());
+    assert_ne!(web, format!("http://127.0.0.1:{port}/"));
+    let pid = child.id().expect("the demo runs").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .expect("the demo did not stop after SIGINT")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = printed.text();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("dcguard demo shut down cleanly"), "{out}");
+    drop(busy);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

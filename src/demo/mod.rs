@@ -258,6 +258,15 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
         data_dir,
         relay,
     } = checked;
+    // Signals are ours from here on: a Ctrl-C while starting stops the demo in order once
+    // it has started, instead of killing it halfway.
+    let mut signalled = tokio::spawn(async {
+        let name = wait_for_signal().await;
+        say(&format!(
+            "\n{name}: shutting down in order (deadline {}s): timeline, daemon, simulators, receiver.",
+            SHUTDOWN_GRACE.as_secs()
+        ));
+    });
     let data_dir = prepare_data_dir(&data_dir)?;
     say(&format!("dcguard demo: starting in {}", data_dir.display()));
 
@@ -359,12 +368,10 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
     // Until Ctrl-C or SIGTERM (or the daemon ending on its own).
     let mut daemon = daemon;
     let early = tokio::select! {
-        signal = wait_for_signal() => {
-            say(&format!("\n{signal}: shutting down in order (deadline {}s): timeline, daemon, simulators, receiver.", SHUTDOWN_GRACE.as_secs()));
-            None
-        }
+        _ = &mut signalled => None,
         ended = &mut daemon => Some(ended),
     };
+    signalled.abort();
     story.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), timeline).await;
     let daemon_result = match early {
@@ -390,6 +397,30 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
         Ok(()) => say("  daemon stopped (sources, readings, alarms, deliveries, HTTP)."),
         Err(error) => say(&format!("  daemon: {error:#}")),
     }
+    // Invariant 1, read-only towards equipment: the stubs log every function code they got.
+    let codes = sim.function_codes().codes_seen();
+    let writes: Vec<u8> = codes
+        .iter()
+        .copied()
+        .filter(|c| !(1..=4).contains(c))
+        .collect();
+    let listed: Vec<String> = codes.iter().map(u8::to_string).collect();
+    let listed = if listed.is_empty() {
+        vec!["none".to_owned()]
+    } else {
+        listed
+    };
+    if writes.is_empty() {
+        say(&format!(
+            "  Modbus function codes the stubs received: {} (reads only).",
+            listed.join(", ")
+        ));
+    } else {
+        say(&format!(
+            "  ! Modbus function codes the stubs received: {}: {writes:?} are not reads.",
+            listed.join(", ")
+        ));
+    }
     if tokio::time::timeout(Duration::from_secs(10), sim.shutdown())
         .await
         .is_ok()
@@ -404,6 +435,10 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
         say("  incident receiver: the relay did not finish within 10s.");
     }
     daemon_result?;
+    anyhow::ensure!(
+        writes.is_empty(),
+        "a Modbus function code other than a read reached the stubs: {writes:?}"
+    );
     say(&format!(
         "dcguard demo shut down cleanly. Data kept in {}",
         data_dir.display()
