@@ -1,20 +1,24 @@
 //! The newcomer check: the README's `dcguard demo` on the built binary, for the length of
 //! its timeline. Through the API with the printed tokens: the P1 incident of the DC hall,
 //! the Smart DC access finding and the DRC genset takeover happened; `/metrics` carries
-//! readings of all three sites; `incidents.jsonl` holds CloudEvents lines; the tokens
-//! are in no file and no log; SIGINT shuts down cleanly (exit 0 and the message).
+//! readings of all three sites; `incidents.jsonl` holds CloudEvents lines, relayed to a
+//! `--webhook`; the tokens are in no file and no log; the stubs saw reads only; SIGINT
+//! shuts down cleanly (exit 0 and the message).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use firmware_stubs::receivers::webhook::WebhookReceiver;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Hang guard of each wait (not a timing assertion): the timeline takes about two
 /// minutes; a debug build on a loaded 2-core machine may need more.
 const HANG: Duration = Duration::from_secs(300);
+/// The external webhook's secret in the test (given to the demo by environment).
+const EXTERNAL_KEY: &str = "test-only-external-webhook-key";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -123,9 +127,14 @@ async fn the_readme_demo_shows_the_p1_the_finding_and_the_genset_and_stops_clean
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
+    // An external webhook, as a service desk would run one; its secret by environment.
+    let external = WebhookReceiver::start(EXTERNAL_KEY).await.unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dcguard"))
         .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        .args(["--webhook", &external.url()])
+        .args(["--webhook-secret-env", "DCGUARD_DEMO_TEST_WEBHOOK_SECRET"])
+        .env("DCGUARD_DEMO_TEST_WEBHOOK_SECRET", EXTERNAL_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -299,6 +308,33 @@ async fn the_readme_demo_shows_the_p1_the_finding_and_the_genset_and_stops_clean
             .any(|e| e["data"]["incident_id"] == p1["id"] && e["data"]["priority"] == "P1"),
         "the P1 reached the receiver"
     );
+
+    // The external webhook got the same events, signed with its own secret.
+    let relayed = eventually("the relay of the P1 to --webhook", &printed, || async {
+        let applied = external.applied();
+        applied
+            .iter()
+            .any(|a| {
+                a.incident_id == p1["id"].as_str().unwrap()
+                    && a.envelope["data"]["priority"] == "P1"
+            })
+            .then_some(applied)
+    })
+    .await;
+    assert!(external.requests().iter().all(|r| r.signature_ok));
+    // Every relayed event is a line of the file (read again: more may have arrived).
+    let jsonl = std::fs::read_to_string(data.join("incidents.jsonl")).unwrap();
+    let events: Vec<Value> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for a in &relayed {
+        assert!(
+            events.iter().any(|e| e == &a.envelope),
+            "relayed as written: {:#}",
+            a.envelope
+        );
+    }
 
     // The tokens were printed once and are in no file and no log line.
     for file in walk(&data) {
