@@ -244,7 +244,15 @@ async fn the_readme_demo_shows_the_p1_the_finding_and_the_genset_and_stops_clean
         list.as_array()?.first().cloned()
     })
     .await;
-    assert_eq!(finding["credential"], "71002", "{finding:#}");
+    assert!(
+        finding["credential"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('9'))
+            && finding["ticket"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("DEMO-SDC-")),
+        "{finding:#}"
+    );
     assert_eq!(finding["reader"], "SDC-MT-OUT-01", "{finding:#}");
     // The operator token is not a security token.
     let refused = client

@@ -37,10 +37,14 @@ use crate::alarms::task::AlarmTaskOptions;
 pub const TEMPERATURE_ON_DELAY: Duration = Duration::from_secs(5);
 /// Hang guard of each wait of the timeline (not a schedule).
 const HANG: Duration = Duration::from_secs(150);
-/// The visit ticket the demo records.
-pub const VISIT_TICKET: &str = "DEMO-SDC-0001";
-/// The vendor's credential (PIN on the readers).
-pub const VENDOR_PIN: &str = "71002";
+/// The prefix of the visit ticket the demo records (`DEMO-SDC-<unix seconds>`: a new
+/// ticket every run, also when a data directory is used again).
+pub const VISIT_TICKET_PREFIX: &str = "DEMO-SDC-";
+/// The vendor's and the PIC's credentials (PINs on the readers) start with these digits,
+/// followed by five digits of the run's time: a data directory used again holds the last
+/// run's ticket, which must not cover this run's vendor.
+pub const VENDOR_PIN_PREFIX: &str = "9";
+pub const PIC_PIN_PREFIX: &str = "8";
 /// The mantrap's outer reader of the Smart DC.
 pub const READER: &str = "SDC-MT-OUT-01";
 
@@ -412,15 +416,20 @@ async fn smart_dc_access(
 ) -> bool {
     const STORY: &str = "Smart DC";
     let now = Utc::now();
+    let ticket = format!("{VISIT_TICKET_PREFIX}{}", now.timestamp());
+    let run = now.timestamp().rem_euclid(100_000);
+    let vendor_pin = format!("{VENDOR_PIN_PREFIX}{run:05}");
+    let pic_pin = format!("{PIC_PIN_PREFIX}{run:05}");
+    let pic_id = format!("PIC-{ticket}");
     let visit = json!({
-        "id": VISIT_TICKET, "site": "smart-dc", "rooms": ["server1"],
+        "id": ticket, "site": "smart-dc", "rooms": ["server1"],
         "window_start": (now - TimeDelta::hours(1)).to_rfc3339(),
         "window_end": (now + TimeDelta::hours(3)).to_rfc3339(),
-        "pic": {"name": "Budi Santoso (PIC)", "identity_number": "PIC-DEMO-1",
-                "organisation": "Pusintek", "credentials": ["71001"]},
-        "visitors": [{"name": "Andi Wijaya", "identity_number": "V-DEMO-1",
+        "pic": {"name": "Budi Santoso (PIC)", "identity_number": pic_id,
+                "organisation": "Pusintek", "credentials": [pic_pin]},
+        "visitors": [{"name": "Andi Wijaya", "identity_number": format!("V-{ticket}"),
                       "organisation": "PT Vendor Server", "kind": "third_party",
-                      "credentials": [VENDOR_PIN], "pic": "PIC-DEMO-1"}],
+                      "credentials": [vendor_pin], "pic": pic_id}],
         "activity_plan": "Replace a failed disk in server1 (demo)",
         "approver": "Kepala Bagian Operasional",
     });
@@ -431,7 +440,7 @@ async fn smart_dc_access(
     api.say(
         STORY,
         &format!(
-            "Visit ticket {VISIT_TICKET} recorded (vendor Andi Wijaya, PIC Budi Santoso, server1). Look: /api/v1/visits (security token)"
+            "Visit ticket {ticket} recorded (vendor Andi Wijaya, PIC Budi Santoso, server1). Look: /api/v1/visits (security token)"
         ),
     );
     // The vendor arrives a little later (a passage is judged by the tickets known at its
@@ -455,7 +464,7 @@ async fn smart_dc_access(
         .with_timezone(&chrono_tz::Asia::Jakarta)
         .naive_local();
     let local = local - TimeDelta::nanoseconds(i64::from(chrono::Timelike::nanosecond(&local)));
-    let mut event = StubEvent::granted(VENDOR_PIN, local);
+    let mut event = StubEvent::granted(&vendor_pin, local);
     event.in_out = Some(0);
     if let Err(error) = reader.push(&[event], 10).await {
         api.say(STORY, &format!("! the reader could not deliver: {error}"));
@@ -468,11 +477,13 @@ async fn smart_dc_access(
         ),
     );
     let finding = poll(&cancel, Duration::from_secs(1), || {
-        let (api, security) = (api.clone(), security.clone());
+        let (api, security, ticket) = (api.clone(), security.clone(), ticket.clone());
         async move {
             let list = api
                 .get(
-                    "/api/v1/findings?site=smart-dc&rule=unescorted_third_party",
+                    &format!(
+                        "/api/v1/findings?site=smart-dc&rule=unescorted_third_party&ticket={ticket}"
+                    ),
                     &security,
                 )
                 .await?;
