@@ -341,14 +341,17 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(app.run_until(shutdown.clone()));
 
-    banner(
-        addr,
-        &tokens,
-        &data_dir,
-        &receiver,
-        broker,
-        has_relay.as_deref(),
-    );
+    // A Ctrl-C while starting: no banner, no tokens on the screen, straight to the stop.
+    if !signalled.is_finished() {
+        banner(
+            addr,
+            &tokens,
+            &data_dir,
+            &receiver,
+            broker,
+            has_relay.as_deref(),
+        );
+    }
 
     let story = CancellationToken::new();
     let timeline = tokio::spawn(timeline::play(
