@@ -58,7 +58,7 @@ pub enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Start simulators, a broker and the daemon, and play a scripted timeline.
-    Demo,
+    Demo(crate::demo::DemoArgs),
     /// The tamper-evident access audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -192,10 +192,7 @@ pub fn main() -> ExitCode {
             once,
             data_dir,
         } => run(&config, log_level.as_deref(), once, data_dir),
-        Command::Demo => {
-            eprintln!("dcguard demo: the embedded demo arrives with issue 8; nothing was started");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
+        Command::Demo(args) => crate::demo::main(args),
     }
 }
 

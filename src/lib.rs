@@ -20,6 +20,8 @@
 //!   of writes and denials, `/readyz`, `/metrics` access and the OpenAPI document.
 //! * `http`: the HTTP server on `daemon.listen` that serves `api` and the ZKTeco routes.
 //! * `store`: the embedded SQLite store (WAL, synchronous FULL) behind a narrow interface.
+//! * `demo`: `dcguard demo`: simulators, an embedded broker and the daemon in one process,
+//!   and a scripted timeline (issue 8).
 //! * `cli`: the command-line surface (`run`, `demo`, `check-config`).
 
 pub mod access;
@@ -28,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod incidents;
 pub mod model;

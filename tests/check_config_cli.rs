@@ -103,12 +103,45 @@ fn an_unreadable_directory_exits_64_with_a_clear_message() {
 }
 
 #[test]
-fn run_refuses_an_invalid_config_and_demo_says_where_it_comes_from() {
+fn run_refuses_an_invalid_config_and_demo_refuses_bad_arguments_before_starting() {
     let out = dcguard(&["run", "--config", "tests/fixtures/config/broken"]);
     assert_eq!(out.status.code(), Some(64));
-    let out = dcguard(&["demo"]);
-    assert_eq!(out.status.code(), Some(69));
-    assert!(text(&out.stderr).contains("issue 8"));
+    // Bad demo arguments: exit 64 naming what was expected, nothing started.
+    for (args, expected) in [
+        (
+            &["demo", "--listen", "localhost:eighty"][..],
+            "--listen: found \"localhost:eighty\"; expected a loopback address and port",
+        ),
+        (
+            &["demo", "--listen", "192.0.2.1:8080"][..],
+            "--listen: found 192.0.2.1:8080; expected a loopback address",
+        ),
+        (&["demo", "--webhook", "not a url"][..], "--webhook: found"),
+        (
+            &[
+                "demo",
+                "--webhook",
+                "http://127.0.0.1:9/hook",
+                "--webhook-secret-env",
+                "DCGUARD_TEST_NO_SUCH_SECRET_8",
+            ][..],
+            "environment variable DCGUARD_TEST_NO_SUCH_SECRET_8",
+        ),
+    ] {
+        let out = dcguard(args);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).is_empty(), "{args:?} started something");
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
