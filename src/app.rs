@@ -696,6 +696,15 @@ impl App {
             dispatch_token.clone(),
         );
 
+        // The internal alarm "time-series data lost", from the InfluxDB sink's counters.
+        if let Some(sink) = &influx_sink {
+            let _data_loss_watch = crate::alarms::task::watch_timeseries(
+                alarm_task.handle.clone(),
+                sink.stats(),
+                dispatch_token.clone(),
+            );
+        }
+
         // MQTT sources first: their only failures (secrets, TLS roots) are start-up
         // errors, reported before anything else runs.
         let mut sources: Vec<(String, JoinHandle<()>)> = Vec::new();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use dcguard::alarms::task::{AlarmTask, AlarmTaskOptions, watch_timeseries};
 use dcguard::model::{BadReason, PointId, Reading, Value};
 use dcguard::sinks::influxdb::{self, InfluxOptions, InfluxSender, InfluxSink, SeriesIndex};
 use dcguard::sinks::line_protocol::{self, SeriesKey};
@@ -923,6 +924,42 @@ async fn past_the_disk_budget_the_loss_is_counted_exactly() {
     let dropped = stats.sample().spool.dropped_bytes_lines;
     assert!(dropped > 0 && dropped < N as u64, "dropped {dropped}");
     assert_eq!(stats.sample().spool_lines, N as u64 - dropped);
+
+    // The daemon's alarm "time-series data lost" from the same counters (the watcher that
+    // `dcguard run` starts), in a real alarm task: active, latched, with the exact count.
+    let config = dcguard::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = dcguard::store::Store::open(&dir.path().join("alarms.db")).unwrap();
+    let alarms = AlarmTask::start(&config, store, AlarmTaskOptions::default(), None, None).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let watcher = watch_timeseries(alarms.handle.clone(), stats.clone(), cancel.clone());
+    let loss = || {
+        alarms
+            .handle
+            .view()
+            .alarms
+            .iter()
+            .find(|a| a.key.site == "daemon" && a.key.rule == "timeseries_data_lost")
+            .map(|a| {
+                (
+                    a.state.is_active(),
+                    a.params.latching,
+                    a.info.value,
+                    a.info.summary.clone(),
+                )
+            })
+    };
+    wait_until(30, "the data-loss alarm", || loss().is_some_and(|l| l.0)).await;
+    let (_, latching, value, summary) = loss().unwrap();
+    assert!(latching, "{summary}");
+    assert_eq!(value, Some(dropped as f64), "{summary}");
+    assert!(
+        summary.contains(&format!("disk budget {dropped}")),
+        "{summary}"
+    );
+    cancel.cancel();
+    watcher.await.unwrap();
+    drop(alarms);
 
     let vm = Vm::start(&dir.path().join("vm"), port).await;
     let (tx, sink) = influxdb::start(opts, index()).unwrap();

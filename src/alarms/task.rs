@@ -473,6 +473,54 @@ pub fn watch_delivery(
     })
 }
 
+/// Reports the "time-series data lost" alarm of the InfluxDB sink (pseudo-site `daemon`)
+/// to the alarm task from the sink's counters, once a second; ends with `cancel` or the
+/// alarm task.
+pub fn watch_timeseries(
+    handle: AlarmHandle,
+    stats: Arc<crate::sinks::influxdb::InfluxStats>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_total = 0;
+        let mut last_loss_at = None;
+        let mut last_seen: Option<(bool, u64)> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Utc::now();
+            let s = stats.sample();
+            let lost = super::internal::DataLoss {
+                budget: s.spool.dropped_bytes_lines,
+                age: s.spool.dropped_age_lines,
+                queue_full: s.dropped_queue_full,
+                spool_errors: s.spool_error_lines + s.spool.corrupt_lines,
+            };
+            if lost.total() > last_total {
+                last_total = lost.total();
+                last_loss_at = Some(now);
+            }
+            let condition =
+                super::internal::data_loss_condition("influxdb", lost, last_loss_at, now);
+            let seen = (
+                condition.verdict == crate::rules::condition::Verdict::Active,
+                lost.total(),
+            );
+            if last_seen == Some(seen) {
+                continue;
+            }
+            last_seen = Some(seen);
+            if handle.report(condition).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// Why the task could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
