@@ -937,3 +937,36 @@ fn shelve_maximum_out_of_range() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn a_reader_serial_at_two_sites() {
+    // The shipped configuration, with the DRC's outer mantrap reader renamed to the DC's.
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("config");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for rel in ["dcguard.toml", "sites/dc.toml", "sites/smart-dc.toml"] {
+        fs::create_dir_all(dir.join(rel).parent().unwrap()).unwrap();
+        fs::copy(shipped.join(rel), dir.join(rel)).unwrap();
+    }
+    fs::create_dir_all(dir.join("profiles")).unwrap();
+    for entry in fs::read_dir(shipped.join("profiles")).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dir.join("profiles").join(entry.file_name())).unwrap();
+    }
+    let drc = fs::read_to_string(shipped.join("sites/drc.toml")).unwrap();
+    fs::write(
+        dir.join("sites/drc.toml"),
+        drc.replace("serial = \"DRC-MT-OUT-01\"", "serial = \"DC-MT-OUT-01\""),
+    )
+    .unwrap();
+    let errors = match config::load(&dir) {
+        Ok(_) => panic!("a serial at two sites must be refused"),
+        Err(e) => e,
+    };
+    let problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("access.readers[0].serial: found \"DC-MT-OUT-01\", already a reader of sites/dc.toml; expected each reader serial in one site only"),
+        "{problems:#?}"
+    );
+}

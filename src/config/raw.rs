@@ -787,7 +787,7 @@ pub struct RawAccess {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReader {
-    /// Device serial, unique in the site.
+    /// Device serial, unique across all sites (a push is routed by serial alone).
     pub serial: String,
     /// Room the reader guards.
     pub room: String,

@@ -341,8 +341,25 @@ pub(crate) fn validate(parsed: &Parsed, errors: &mut Vec<ConfigError>) -> Option
     let mut endpoints: HashMap<(SocketAddr, u8), String> = HashMap::new();
     let mut site_ids: BTreeMap<String, String> = BTreeMap::new();
     let mut tuned_endpoints: HashMap<SocketAddr, String> = HashMap::new();
+    // Reader serials across sites: a ZKTeco push is routed by serial alone.
+    let mut reader_serials: HashMap<String, String> = HashMap::new();
     for (src, raw) in &parsed.sites {
         let Some(raw) = raw else { continue };
+        if let Some(access) = &raw.access {
+            for (i, r) in src.live("access.readers", &access.readers) {
+                match reader_serials.get(&r.serial) {
+                    Some(first) if first != &src.rel => errors.push(src.err(
+                        format!("access.readers[{i}].serial"),
+                        format!("{}, already a reader of {first}", q(&r.serial)),
+                        "each reader serial in one site only (readers push by serial)",
+                    )),
+                    Some(_) => {}
+                    None => {
+                        reader_serials.insert(r.serial.clone(), src.rel.clone());
+                    }
+                }
+            }
+        }
         if let Some(site) = &raw.site {
             if let Some(first) = site_ids.get(&site.id) {
                 errors.push(src.err(
