@@ -438,10 +438,14 @@ impl DashboardSource {
             }
         }
         match &self.ingest {
-            Some(ingest) => self
+            Some(ingest) => self.metrics.set_access(
+                &ingest.occupancy_counts(),
+                &ingest.findings_by_site_rule(),
+                &ingest.stats(),
+            ),
+            None => self
                 .metrics
-                .set_access(&ingest.occupancy_counts(), &ingest.findings_by_site_rule()),
-            None => self.metrics.set_access(&[], &BTreeMap::new()),
+                .set_access(&[], &BTreeMap::new(), &Default::default()),
         }
     }
 }

@@ -797,6 +797,20 @@ async fn access_routes_show_events_findings_and_the_audit_chain() {
             .contains("rows=2"),
         "{export}"
     );
+    // Ingestion shows in /metrics by outcome (counts only).
+    let (status, _, metrics) = rig.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("dcguard_access_ingest_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+    };
+    assert!(count("event_new") >= 2, "{metrics}");
+    assert!(count("batch_accepted") >= 1, "{metrics}");
+    assert_eq!(count("persist_failure"), 0);
     rig.stop().await;
 }
 

@@ -714,7 +714,7 @@ fn scrape(settings: &Settings) -> Result<String> {
         .dashboard_metrics(&config)
         .map_err(|e| anyhow!("dashboard metrics: {e}"))?;
     dashboard.set_load_tests(&[]);
-    dashboard.set_access(&[], &std::collections::BTreeMap::new());
+    dashboard.set_access(&[], &std::collections::BTreeMap::new(), &Default::default());
     let base = base_time();
     let mut points = 0usize;
     for site in &config.sites {

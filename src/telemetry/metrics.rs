@@ -1172,6 +1172,10 @@ pub const GENSET_LOAD_TEST_INTERVAL_SECONDS: &str = "dcguard_genset_load_test_in
 pub const ACCESS_OCCUPANCY: &str = "dcguard_access_occupancy";
 /// Counter: access findings (violations) raised since start, by site and rule.
 pub const ACCESS_FINDINGS_TOTAL: &str = "dcguard_access_findings_total";
+/// Counter: reader ingestion since start, by outcome (`batch_accepted`, `event_new`,
+/// `event_duplicate`, `line_malformed`, `record_skipped`, `unknown_serial`,
+/// `persist_failure`).
+pub const ACCESS_INGEST_TOTAL: &str = "dcguard_access_ingest_total";
 
 /// Average Gregorian month, seconds (365.25 / 12 days).
 const MONTH_SECONDS: f64 = 30.4375 * 86_400.0;
@@ -1187,6 +1191,7 @@ pub struct DashboardMetrics {
     last_load: GaugeVec,
     occupancy: IntGaugeVec,
     findings: IntCounterVec,
+    ingest: IntCounterVec,
     /// Every site id, and the rooms behind a reader per site (occupancy reads 0 there
     /// when nobody is inside).
     sites: Vec<String>,
@@ -1260,6 +1265,12 @@ impl Metrics {
                 "Access findings (violations) raised since start, by site and rule.",
                 &["site", "rule"],
             )?,
+            ingest: counter(
+                r,
+                ACCESS_INGEST_TOTAL,
+                "Reader event ingestion (ZKTeco push, JSON batches) since start, by outcome.",
+                &["outcome"],
+            )?,
             sites: config.sites.iter().map(|s| s.id.clone()).collect(),
             reader_rooms,
             copy_lock: Mutex::new(std::collections::BTreeSet::new()),
@@ -1318,7 +1329,19 @@ impl DashboardMetrics {
         &self,
         occupancy: &[(String, String, usize)],
         findings: &std::collections::BTreeMap<(String, String), u64>,
+        ingest: &crate::access::ingest::IngestStats,
     ) {
+        for (outcome, n) in [
+            ("batch_accepted", ingest.batches),
+            ("event_new", ingest.events_new),
+            ("event_duplicate", ingest.events_duplicate),
+            ("line_malformed", ingest.lines_malformed),
+            ("record_skipped", ingest.records_skipped),
+            ("unknown_serial", ingest.unknown_serial),
+            ("persist_failure", ingest.persist_failures),
+        ] {
+            advance(&self.ingest.with_label_values(&[outcome]), n);
+        }
         let mut seen = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut now: std::collections::BTreeMap<(String, String), usize> = self
             .reader_rooms
