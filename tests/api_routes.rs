@@ -49,8 +49,20 @@ async fn system_routes_and_refusals_in_the_error_shape() {
     assert_error(status, &common_api::parse(&text), 405, "method_not_allowed");
     assert!(headers.get("allow").is_some());
     let big = json!({ "site": "dc", "rule": "x", "comment": "a".repeat(70 * 1024) });
-    let (status, body) = rig.post("/api/v1/alarms/acknowledge", OP, &big).await;
-    assert_error(status, &body, 413, "payload_too_large");
+    let (status, headers, text) = rig
+        .call(
+            "POST",
+            "/api/v1/alarms/acknowledge",
+            Some(rig.token(Role::Operator)),
+            Some(&big),
+        )
+        .await;
+    assert_error(status, &common_api::parse(&text), 413, "payload_too_large");
+    // The unread body ends the connection, and the answer says so (no client reuses it).
+    assert_eq!(
+        headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     let (status, _, text) = rig
         .client
         .post(rig.url("/api/v1/alarms/acknowledge"))

@@ -377,12 +377,19 @@ async fn outer(State(state): State<ApiState>, req: Request, next: Next) -> Respo
         .and_then(|v| v.parse::<u64>().ok());
     let timeout = state.request_timeout;
     let response = if declared.is_some_and(|n| n > limit as u64) {
-        if limit != crate::access::http::BODY_LIMIT {
+        let mut refused = if limit != crate::access::http::BODY_LIMIT {
             error::too_large_for(limit).into_response()
         } else {
             // Readers get plain text, as from their own routes.
             (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response()
-        }
+        };
+        // The unread body makes the connection unusable: say so, so that no client
+        // reuses it for its next request (which would meet a closed socket).
+        refused.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        refused
     } else {
         run_with_deadline(timeout, route.as_deref(), next, req).await
     };
