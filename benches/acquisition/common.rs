@@ -287,3 +287,61 @@ pub fn loadavg() -> String {
 pub fn pause(duration: Duration) {
     std::thread::sleep(duration);
 }
+
+/// Copies `from` to `to` recursively.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds `offset` to every `127.0.0.1:PORT` with PORT in 15000..=15299.
+pub fn shift_ports(text: &str, offset: u16) -> String {
+    const HOST: &str = "127.0.0.1:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(HOST) {
+        let (head, tail) = rest.split_at(at + HOST.len());
+        out.push_str(head);
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        match digits.parse::<u16>() {
+            Ok(port) if (15_000..=15_299).contains(&port) => {
+                out.push_str(&(port + offset).to_string());
+            }
+            _ => out.push_str(&digits),
+        }
+        rest = &tail[digits.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn parse_f64(value: Option<&String>, name: &str) -> Result<f64> {
+    value
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{name} needs a number"))
+}
+
+/// `nproc`, kernel and CPU model.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), kernel {}", kernel.trim())
+}

@@ -10,8 +10,8 @@ use anyhow::{Result, bail};
 
 use crate::SIM_OFFSET;
 use crate::common::{
-    Proc, cpu_secs, cpu_secs_ticks, fmt, free_port, memory_kib, num, pause, release_binary, root,
-    scratch, self_exe, summary, wait_listening,
+    Proc, copy_dir, cpu_secs, cpu_secs_ticks, fmt, free_port, memory_kib, num, pause,
+    release_binary, root, scratch, self_exe, shift_ports, summary, wait_listening,
 };
 use crate::modbus::{load_config, modbus_endpoints, planned_rate};
 
@@ -19,42 +19,6 @@ use crate::modbus::{load_config, modbus_endpoints, planned_rate};
 const WARMUP_SECS: f64 = 5.0;
 /// Bytes of one Modbus TCP read request (MBAP 7 + function 1 + start 2 + count 2).
 const REQUEST_BYTES: f64 = 12.0;
-
-/// Copies `from` to `to` recursively.
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Adds `offset` to every `127.0.0.1:PORT` with PORT in 15000..=15299.
-fn shift_ports(text: &str, offset: u16) -> String {
-    const HOST: &str = "127.0.0.1:";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(HOST) {
-        let (head, tail) = rest.split_at(at + HOST.len());
-        out.push_str(head);
-        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-        match digits.parse::<u16>() {
-            Ok(port) if (15_000..=15_299).contains(&port) => {
-                out.push_str(&(port + offset).to_string());
-            }
-            _ => out.push_str(&digits),
-        }
-        rest = &tail[digits.len()..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The shipped configuration, copied with the Modbus ports moved by [`SIM_OFFSET`], the
 /// broker on `mqtt_port`, the web listener on `listen_port` and the data directory in

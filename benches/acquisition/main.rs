@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use common::{Proc, fmt, num, release_binary, root, scratch, self_exe, summary, wait_listening};
+use common::{
+    Proc, fmt, machine, num, parse_f64, release_binary, root, scratch, self_exe, summary,
+    wait_listening,
+};
 
 /// Settings of one orchestrator run.
 #[derive(Debug, Clone)]
@@ -35,12 +38,6 @@ struct Settings {
     /// Messages per run of benchmark 5.
     messages: u64,
     out: PathBuf,
-}
-
-fn parse_f64(value: Option<&String>, name: &str) -> Result<f64> {
-    value
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{name} needs a number"))
 }
 
 fn main() -> Result<()> {
@@ -119,22 +116,6 @@ fn main() -> Result<()> {
     std::fs::write(&settings.out, &report)?;
     eprintln!("report written to {}", settings.out.display());
     Ok(())
-}
-
-/// `nproc`, kernel and CPU model.
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_default();
-    format!("{cpus} CPUs ({model}), kernel {}", kernel.trim())
 }
 
 /// A helper role of this binary, started by the orchestrator.

@@ -41,7 +41,7 @@ use dcguard::sinks::influxdb::{self, InfluxOptions, SeriesIndex};
 use dcguard::sinks::line_protocol::{self, SeriesKey};
 use dcguard::sinks::spool::{Spool, SpoolConfig};
 
-use common::{Proc, fmt, free_port, loadavg, root, scratch, summary};
+use common::{Proc, fmt, free_port, loadavg, machine, parse_f64, root, scratch, summary};
 
 pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 /// Lines per batch: the shipped `batch_max_points`.
@@ -57,12 +57,6 @@ struct Settings {
     /// Seconds of the outage in `outage`.
     outage_secs: f64,
     out: PathBuf,
-}
-
-fn parse_f64(value: Option<&String>, name: &str) -> Result<f64> {
-    value
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{name} needs a number"))
 }
 
 fn main() -> Result<()> {
@@ -134,21 +128,6 @@ fn main() -> Result<()> {
     }
     eprintln!("report written to {}", settings.out.display());
     Ok(())
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = Command::new("uname")
-        .arg("-r")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .unwrap_or_default();
-    format!(
-        "{cpus} CPUs, Linux {}, load average {}",
-        kernel.trim(),
-        loadavg()
-    )
 }
 
 pub fn shipped() -> Result<Config> {

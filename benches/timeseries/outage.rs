@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 
 use crate::Victoria;
 use crate::common::{
-    Proc, fmt, free_port, loadavg, memory_kib, pause, release_binary, root, scratch, summary,
-    wait_listening,
+    Proc, copy_dir, fmt, free_port, loadavg, memory_kib, pause, release_binary, root, scratch,
+    shift_ports, summary, wait_listening,
 };
 
 /// Port offset of the simulator (the shipped 15000-15299 move to 27000-27299, away from
@@ -25,41 +25,6 @@ const BEFORE_SECS: u64 = 30;
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for the replay after the outage.
 const REPLAY_LIMIT: Duration = Duration::from_secs(600);
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Adds `offset` to every `127.0.0.1:PORT` with PORT in 15000..=15299.
-fn shift_ports(text: &str, offset: u16) -> String {
-    const HOST: &str = "127.0.0.1:";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(HOST) {
-        let (head, tail) = rest.split_at(at + HOST.len());
-        out.push_str(head);
-        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-        match digits.parse::<u16>() {
-            Ok(port) if (15_000..=15_299).contains(&port) => {
-                out.push_str(&(port + offset).to_string())
-            }
-            _ => out.push_str(&digits),
-        }
-        rest = &tail[digits.len()..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The shipped configuration with the Modbus ports shifted, the broker, listener and
 /// data directory moved, and `[influxdb]` enabled towards `influx_url`. Same devices,
