@@ -154,6 +154,7 @@ fn options(url: &str, spool_dir: &Path) -> InfluxOptions {
         flush_interval: Duration::from_millis(100),
         queue_capacity: 100_000,
         pending_batches: 4,
+        max_in_flight: 4,
         request_timeout: Duration::from_secs(2),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
@@ -767,6 +768,82 @@ async fn a_refused_line_is_quarantined_and_the_rest_written() {
     assert!(quarantine.contains("HTTP 400"), "{quarantine}");
 }
 
+/// Requests in flight now and at most, and the lines accepted, at a server that answers
+/// each write after a fixed delay.
+#[derive(Default)]
+struct Slow {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::Mutex<Vec<String>>,
+}
+
+async fn slow_server(slow: Arc<Slow>, delay: Duration) -> String {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app =
+        axum::Router::new()
+            .route(
+                "/api/v2/write",
+                axum::routing::post(
+                    move |axum::extract::State(slow): axum::extract::State<Arc<Slow>>,
+                          body: String| async move {
+                        let now = slow.now.fetch_add(1, SeqCst) + 1;
+                        slow.max.fetch_max(now, SeqCst);
+                        tokio::time::sleep(delay).await;
+                        slow.accepted
+                            .lock()
+                            .unwrap()
+                            .extend(body.lines().map(str::to_owned));
+                        slow.now.fetch_sub(1, SeqCst);
+                        axum::http::StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(slow);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_written_concurrently_up_to_the_limit() {
+    // 40 batches of 100 lines at a server that takes 200 ms per write: one writer at a
+    // time would need 8 s; the limit is 3 requests in flight, never more.
+    const N: usize = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(Slow::default());
+    let url = slow_server(slow.clone(), Duration::from_millis(200)).await;
+    let mut opts = options(&url, &dir.path().join("spool"));
+    opts.gzip = false;
+    opts.batch_max_points = 100;
+    opts.max_in_flight = 3;
+    opts.pending_batches = 64;
+    let (tx, sink) = start(opts);
+    let base = base_ms();
+    for i in 0..N {
+        tx.offer(generated(base, i));
+    }
+    let stats = sink.stats();
+    wait_until(30, "every line written", || {
+        stats.sample().lines_written == N as u64
+    })
+    .await;
+    drop(tx);
+    sink.join().await;
+    let sample = stats.sample();
+    assert_eq!(sample.spool_lines, 0);
+    assert_eq!(sample.failures_transport + sample.failures_status, 0);
+    assert_eq!(
+        slow.max.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "requests in flight at most"
+    );
+    let accepted = slow.accepted.lock().unwrap();
+    assert_eq!(accepted.len(), N, "each line once");
+    let distinct: BTreeSet<&String> = accepted.iter().collect();
+    assert_eq!(distinct.len(), N);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
@@ -830,6 +907,7 @@ async fn dcguard_run_writes_readings_to_influxdb() {
         spool_max_bytes: 64 << 20,
         spool_max_age: Duration::from_secs(3600),
         gzip: true,
+        max_in_flight: 4,
     });
     let sites: BTreeSet<String> = config.sites.iter().map(|s| s.id.clone()).collect();
     let options = RunOptions {

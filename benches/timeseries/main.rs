@@ -443,6 +443,7 @@ fn sink_options(url: &str, spool_dir: &Path, gzip: bool) -> InfluxOptions {
         flush_interval: Duration::from_secs(1),
         queue_capacity: 65536,
         pending_batches: 4,
+        max_in_flight: 4,
         request_timeout: Duration::from_secs(10),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(2),

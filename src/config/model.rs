@@ -277,6 +277,8 @@ pub struct Influxdb {
     pub spool_max_age: Duration,
     /// gzip request bodies.
     pub gzip: bool,
+    /// Write requests in flight at once.
+    pub max_in_flight: usize,
 }
 
 /// `[ticketing.webhook]`.

@@ -348,6 +348,9 @@ pub struct RawInfluxdb {
     /// gzip request bodies (default true).
     #[serde(default = "default_true")]
     pub gzip: bool,
+    /// Write requests in flight at once (default 4).
+    #[serde(default = "default_influx_max_in_flight")]
+    pub max_in_flight: u64,
 }
 
 fn default_influx_batch_max_points() -> u64 {
@@ -364,6 +367,9 @@ fn default_influx_spool_max_mib() -> u64 {
 }
 fn default_influx_spool_max_age_h() -> u64 {
     72
+}
+fn default_influx_max_in_flight() -> u64 {
+    4
 }
 
 /// `[ticketing]`.

@@ -646,6 +646,13 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
         ] {
             nonzero(src, &format!("influxdb.{key}"), value, errors);
         }
+        if !(1..=64).contains(&r.max_in_flight) {
+            errors.push(src.err(
+                "influxdb.max_in_flight",
+                r.max_in_flight.to_string(),
+                "1 to 64 concurrent write requests",
+            ));
+        }
         Influxdb {
             batch_max_points: usize::try_from(r.batch_max_points).unwrap_or(usize::MAX),
             flush_interval: Duration::from_millis(r.flush_interval_ms),
@@ -653,6 +660,7 @@ fn validate_daemon(src: &Source, raw: &RawDaemonFile, errors: &mut Vec<ConfigErr
             spool_max_bytes: r.spool_max_mib.saturating_mul(1 << 20),
             spool_max_age: Duration::from_secs(r.spool_max_age_h.saturating_mul(3600)),
             gzip: r.gzip,
+            max_in_flight: usize::try_from(r.max_in_flight).unwrap_or(usize::MAX),
             enabled: r.enabled,
             url: r.url.clone(),
             org: r.org.clone(),

@@ -18,11 +18,15 @@
 //!   `batch_max_points` lines or `flush_interval` after its first line; it hands the
 //!   batch to the *writer* through a channel of [`InfluxOptions::pending_batches`],
 //!   or appends it to the spool itself when that channel is full. The writer posts
-//!   batches; a batch that fails for a retryable reason goes to the spool.
+//!   batches, up to [`InfluxOptions::max_in_flight`] requests at once (a round trip per
+//!   batch would otherwise cap the rate well below the server's); a batch that fails for
+//!   a retryable reason goes to the spool. Concurrent batches may land out of order,
+//!   which changes nothing stored: every line carries its sampling instant.
 //! * **The spool is replayed first, oldest first.** While the spool holds anything the
 //!   writer moves new batches into it, so replay keeps its order and the backlog lives
-//!   on disk. Memory holds at most the readings queue, one batch being built, the
-//!   pending batches and the segment being replayed.
+//!   on disk; replay is one record at a time. Memory holds at most the readings queue,
+//!   one batch being built, the pending batches, the batches in flight and the segment
+//!   being replayed.
 //! * **Retries.** 429 and 503 honour `Retry-After` (seconds or an HTTP date, capped at
 //!   `retry_after_max`); other 5xx, timeouts and connection failures back off
 //!   exponentially with jitter from `backoff_min` to `backoff_max`. There is no give-up:
@@ -49,7 +53,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +105,9 @@ pub struct InfluxOptions {
     pub queue_capacity: usize,
     /// Batches handed from the batcher to the writer in memory.
     pub pending_batches: usize,
+    /// Write requests in flight at once on the healthy path (the spool replays one at
+    /// a time, in order).
+    pub max_in_flight: usize,
     /// Timeout of one write request.
     pub request_timeout: Duration,
     /// First backoff after a failure.
@@ -148,6 +155,7 @@ impl InfluxOptions {
             flush_interval: influx.flush_interval,
             queue_capacity: influx.queue_capacity,
             pending_batches: 4,
+            max_in_flight: influx.max_in_flight,
             request_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(120),
@@ -377,18 +385,21 @@ pub fn start(
     ));
     let writer = tokio::spawn(
         Writer {
-            url: format!(
-                "{}/api/v2/write?org={}&bucket={}&precision=ns",
-                options.url.trim_end_matches('/'),
-                encode_query(&options.org),
-                encode_query(&options.bucket)
-            ),
-            client,
-            options,
-            spool,
-            stats: stats.clone(),
+            poster: Arc::new(Poster {
+                url: format!(
+                    "{}/api/v2/write?org={}&bucket={}&precision=ns",
+                    options.url.trim_end_matches('/'),
+                    encode_query(&options.org),
+                    encode_query(&options.bucket)
+                ),
+                client,
+                options,
+                spool,
+                stats: stats.clone(),
+            }),
             backoff_step: 0,
             not_before: Instant::now(),
+            failed_at: None,
             failing: false,
         }
         .run(batch_rx, stop),
@@ -581,113 +592,200 @@ enum Outcome {
     Refused { status: u16, text: String },
 }
 
-struct Writer {
+/// What the writer's requests share: the target, the client, the spool for quarantine.
+struct Poster {
     url: String,
     client: reqwest::Client,
     options: Arc<InfluxOptions>,
     spool: SharedSpool,
     stats: Arc<InfluxStats>,
+}
+
+/// A batch written by a request task, with what became of it.
+struct Attempt {
+    batch: Batch,
+    sent: Sent,
+    /// When its first request left.
+    started: Instant,
+}
+
+struct Writer {
+    poster: Arc<Poster>,
     backoff_step: u32,
     not_before: Instant,
+    /// When the last retryable failure was seen: a success of a request sent before it
+    /// says nothing about the server now.
+    failed_at: Option<Instant>,
     /// Between the first failure and the next success (logs the transitions once).
     failing: bool,
 }
 
 impl Writer {
+    /// Posts new batches with up to `max_in_flight` requests at once while the spool is
+    /// empty; replays the spool one record at a time, oldest first, otherwise. Batches
+    /// may land out of order: every line carries its sampling instant, so the stored set
+    /// is the same.
     async fn run(mut self, mut batch_rx: mpsc::Receiver<Batch>, stop: CancellationToken) {
+        let limit = self.poster.options.max_in_flight.max(1);
+        let mut in_flight: JoinSet<Attempt> = JoinSet::new();
         loop {
-            let spooled = !lock(&self.spool).is_empty();
+            let spooled = !lock(&self.poster.spool).is_empty();
             if spooled {
-                // Keep the replay order: new batches queue behind the spool, on disk.
-                while let Ok(batch) = batch_rx.try_recv() {
-                    spool_batch(&self.spool, &self.stats, batch).await;
-                }
-                if stop.is_cancelled() {
-                    // The batcher's last hand-off happened before it cancelled `stop`.
-                    while let Ok(batch) = batch_rx.try_recv() {
-                        spool_batch(&self.spool, &self.stats, batch).await;
-                    }
-                    return;
-                }
-                if Instant::now() < self.not_before {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(self.not_before) => {}
-                        () = stop.cancelled() => {}
-                        // Wake to move new batches to disk while waiting.
-                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    }
+                // Settle the requests still out first: a failed one spools its rest.
+                if let Some(done) = in_flight.join_next().await {
+                    self.settle(done).await;
                     continue;
                 }
-                let front = with_spool(&self.spool, &self.stats, |s| {
-                    Ok(s.front()?.map(|r| (r.body.clone(), r.lines)))
-                })
-                .await;
-                let (body, lines) = match front {
-                    Some(Some(record)) => record,
-                    // Emptied meanwhile (budget, age, only corrupt records left).
-                    Some(None) => continue,
-                    None => {
-                        // Unreadable spool (logged and counted): wait rather than spin.
-                        self.not_before = Instant::now() + self.options.backoff_max;
-                        continue;
-                    }
-                };
-                match self.send_all(&body, lines).await {
-                    Sent::Done => {
-                        self.succeed();
-                        with_spool(&self.spool, &self.stats, |s| s.commit_front()).await;
-                    }
-                    Sent::Retry {
-                        from,
-                        lines,
-                        after,
-                        slow,
-                    } => {
-                        if from > 0 {
-                            let rest = body.get(from..).unwrap_or_default().to_owned();
-                            with_spool(&self.spool, &self.stats, move |s| {
-                                s.replace_front(rest, lines);
-                                Ok(())
-                            })
-                            .await;
-                        }
-                        self.fail(after, slow);
-                    }
+                if self.replay_one(&mut batch_rx, &stop).await {
+                    return;
                 }
                 continue;
             }
-            let Some(batch) = batch_rx.recv().await else {
-                return;
-            };
-            if Instant::now() < self.not_before {
-                // Still backing off (the spool was emptied by its budget): keep the order.
-                spool_batch(&self.spool, &self.stats, batch).await;
-                continue;
-            }
-            match self.send_all(&batch.body, batch.lines).await {
-                Sent::Done => self.succeed(),
-                Sent::Retry {
-                    from,
-                    lines,
-                    after,
-                    slow,
-                } => {
-                    self.fail(after, slow);
-                    let rest = Batch {
-                        body: batch.body.get(from..).unwrap_or_default().to_owned(),
-                        lines,
-                        created_ms: batch.created_ms,
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.join_next() => self.settle(done).await,
+                batch = batch_rx.recv(), if in_flight.len() < limit => {
+                    let Some(batch) = batch else {
+                        while let Some(done) = in_flight.join_next().await {
+                            self.settle(done).await;
+                        }
+                        return;
                     };
-                    spool_batch(&self.spool, &self.stats, rest).await;
+                    if Instant::now() < self.not_before {
+                        // Still backing off (the spool was emptied by its budget): keep
+                        // the order.
+                        spool_batch(&self.poster.spool, &self.poster.stats, batch).await;
+                        continue;
+                    }
+                    let poster = self.poster.clone();
+                    in_flight.spawn(async move {
+                        let started = Instant::now();
+                        let sent = poster.send_all(&batch.body, batch.lines).await;
+                        Attempt { batch, sent, started }
+                    });
                 }
             }
         }
     }
 
-    fn succeed(&mut self) {
+    /// One step of the replay: moves new batches to disk behind the backlog, waits out
+    /// the backoff, or writes the spool's oldest record. True when the writer is done
+    /// (stopping: the backlog stays on disk for the next run).
+    async fn replay_one(
+        &mut self,
+        batch_rx: &mut mpsc::Receiver<Batch>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let poster = self.poster.clone();
+        let (spool, stats) = (&poster.spool, &poster.stats);
+        // Keep the replay order: new batches queue behind the spool, on disk.
+        while let Ok(batch) = batch_rx.try_recv() {
+            spool_batch(spool, stats, batch).await;
+        }
+        if stop.is_cancelled() {
+            // The batcher's last hand-off happened before it cancelled `stop`.
+            while let Ok(batch) = batch_rx.try_recv() {
+                spool_batch(spool, stats, batch).await;
+            }
+            return true;
+        }
+        if Instant::now() < self.not_before {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.not_before) => {}
+                () = stop.cancelled() => {}
+                // Wake to move new batches to disk while waiting.
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            return false;
+        }
+        let front = with_spool(spool, stats, |s| {
+            Ok(s.front()?.map(|r| (r.body.clone(), r.lines)))
+        })
+        .await;
+        let (body, lines) = match front {
+            Some(Some(record)) => record,
+            // Emptied meanwhile (budget, age, only corrupt records left).
+            Some(None) => return false,
+            None => {
+                // Unreadable spool (logged and counted): wait rather than spin.
+                self.not_before = Instant::now() + self.poster.options.backoff_max;
+                return false;
+            }
+        };
+        let started = Instant::now();
+        match poster.send_all(&body, lines).await {
+            Sent::Done => {
+                self.succeed(started);
+                with_spool(spool, stats, |s| s.commit_front()).await;
+            }
+            Sent::Retry {
+                from,
+                lines,
+                after,
+                slow,
+            } => {
+                if from > 0 {
+                    let rest = body.get(from..).unwrap_or_default().to_owned();
+                    with_spool(spool, stats, move |s| {
+                        s.replace_front(rest, lines);
+                        Ok(())
+                    })
+                    .await;
+                }
+                self.fail(after, slow);
+            }
+        }
+        false
+    }
+
+    /// Takes in a request task's result: a retryable failure spools what is left.
+    async fn settle(&mut self, done: Result<Attempt, tokio::task::JoinError>) {
+        let Attempt {
+            batch,
+            sent,
+            started,
+        } = match done {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                // Nothing in a request task panics by design; if one did, its batch is
+                // gone: say so loudly.
+                self.poster
+                    .stats
+                    .spool_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "An InfluxDB write task failed; its batch is lost.");
+                return;
+            }
+        };
+        match sent {
+            Sent::Done => self.succeed(started),
+            Sent::Retry {
+                from,
+                lines,
+                after,
+                slow,
+            } => {
+                self.fail(after, slow);
+                let rest = Batch {
+                    body: batch.body.get(from..).unwrap_or_default().to_owned(),
+                    lines,
+                    created_ms: batch.created_ms,
+                };
+                spool_batch(&self.poster.spool, &self.poster.stats, rest).await;
+            }
+        }
+    }
+
+    /// A request that left at `started` was accepted.
+    fn succeed(&mut self, started: Instant) {
+        if self.failed_at.is_some_and(|failed| started < failed) {
+            // Sent before the last failure: it does not show the server is back, and must
+            // not cut a `Retry-After` short.
+            return;
+        }
         if self.backoff_step > 0 || self.failing {
             tracing::info!(
-                spooled_lines = self.stats.spool_lines.load(Ordering::Relaxed),
+                spooled_lines = self.poster.stats.spool_lines.load(Ordering::Relaxed),
                 "InfluxDB answers again; replaying the spool."
             );
         }
@@ -698,14 +796,14 @@ impl Writer {
 
     /// Sets when the next attempt may start.
     fn fail(&mut self, after: Option<Duration>, slow: bool) {
+        let o = &self.poster.options;
         if !self.failing {
             tracing::warn!(
-                url = %self.options.url,
+                url = %o.url,
                 "InfluxDB write failed; spooling to disk and retrying."
             );
             self.failing = true;
         }
-        let o = &self.options;
         let wait = match after {
             Some(after) => after.min(o.retry_after_max),
             None if slow => o.backoff_max,
@@ -720,9 +818,14 @@ impl Writer {
                 wait
             }
         };
-        self.not_before = Instant::now() + wait;
+        let now = Instant::now();
+        self.failed_at = Some(now);
+        // Concurrent failures keep the longest wait any of them asked for.
+        self.not_before = self.not_before.max(now + wait);
     }
+}
 
+impl Poster {
     /// Writes `body`; on a refusal, bisects to isolate and quarantine the refused lines.
     async fn send_all(&self, body: &str, lines: u32) -> Sent {
         // Ranges still to write, the next one last; they partition body[start..] in
@@ -943,6 +1046,65 @@ mod tests {
             gz.len(),
             batch.len()
         );
+    }
+
+    fn writer(dir: &std::path::Path) -> Writer {
+        let options = InfluxOptions {
+            url: "http://127.0.0.1:9".into(),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: None,
+            gzip: false,
+            batch_max_points: 10,
+            flush_interval: Duration::from_secs(1),
+            queue_capacity: 10,
+            pending_batches: 1,
+            max_in_flight: 4,
+            request_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(120),
+            retry_after_max: Duration::from_secs(600),
+            spool: SpoolConfig {
+                dir: dir.to_owned(),
+                max_bytes: 1 << 20,
+                max_age: Duration::from_secs(60),
+                segment_bytes: 64 << 10,
+            },
+        };
+        Writer {
+            poster: Arc::new(Poster {
+                url: options.url.clone(),
+                client: reqwest::Client::new(),
+                spool: Arc::new(Mutex::new(Spool::open(options.spool.clone()).unwrap())),
+                options: Arc::new(options),
+                stats: Arc::new(InfluxStats::default()),
+            }),
+            backoff_step: 0,
+            not_before: Instant::now(),
+            failed_at: None,
+            failing: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_answers_keep_the_longest_wait_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let sent_earlier = Instant::now();
+        w.fail(Some(Duration::from_secs(30)), false);
+        // Another request in flight fails without Retry-After: a short backoff, but the
+        // server's 30 s stand.
+        w.fail(None, false);
+        assert!(w.not_before >= Instant::now() + Duration::from_secs(29));
+        // A request sent before the failure is accepted: no news about the server now.
+        w.succeed(sent_earlier);
+        assert!(w.not_before >= Instant::now() + Duration::from_secs(29));
+        assert!(w.failing);
+        // One sent after it is: the server is back, replay at once.
+        w.succeed(Instant::now());
+        assert!(w.not_before <= Instant::now());
+        assert!(!w.failing);
+        assert_eq!(w.backoff_step, 0);
     }
 
     #[test]
