@@ -638,6 +638,8 @@ struct WireBatch {
     direction: Option<Direction>,
     body: String,
     generated_ids: Vec<Arc<str>>,
+    /// The oldest device time in the batch.
+    oldest: DateTime<Utc>,
 }
 
 fn oplog_code(op: DeviceOp) -> (u32, u32) {
@@ -763,6 +765,7 @@ async fn day_over_http(site_id: &str, seed: u64) {
             {
                 b.body.push_str(&line);
                 b.generated_ids.push(e.id.clone());
+                b.oldest = b.oldest.min(e.device_time);
             }
             _ => pushes.push(Push::Wire(WireBatch {
                 reader: e.reader.to_string(),
@@ -771,9 +774,34 @@ async fn day_over_http(site_id: &str, seed: u64) {
                 direction: Some(direction),
                 body: line,
                 generated_ids: vec![e.id.clone()],
+                oldest: e.device_time,
             })),
         }
     }
+
+    // The day's only events older than the skew limit at receipt are planted skewed clocks:
+    // such a reader is connected all along, polling as real readers do every few seconds
+    // (here every 50 s), so its old events are a wrong clock, not a backlog uploaded after a
+    // gap in contact.
+    let skew = TimeDelta::from_std(settings.max_clock_skew).unwrap();
+    let mut polls = Vec::new();
+    for push in &pushes {
+        if let Push::Wire(b) = push {
+            if b.received_at - b.oldest > skew {
+                let mut at = b.oldest - skew - TimeDelta::seconds(60);
+                while at < b.received_at {
+                    polls.push(Push::Poll {
+                        reader: b.reader.clone(),
+                        at,
+                    });
+                    at += TimeDelta::seconds(50);
+                }
+            }
+        }
+    }
+    assert!(!polls.is_empty(), "the day plants skewed clocks");
+    pushes.extend(polls);
+    pushes.sort_by_key(Push::at);
 
     // Push every request at its receive time with the reconciliation ticker running every
     // (simulated) second; map generated ids to the ids the daemon computes.
@@ -791,8 +819,8 @@ async fn day_over_http(site_id: &str, seed: u64) {
         match push {
             Push::Wire(b) => {
                 tick_until(b.received_at, &mut live);
-                *clock.lock().unwrap() = b.received_at;
                 let stub = &stubs[&b.reader];
+                *clock.lock().unwrap() = b.received_at;
                 let (reply, _) = stub.post_until_ok(b.table, &b.body, 3).await.unwrap();
                 assert_eq!(reply, format!("OK:{}", b.generated_ids.len()));
                 let ctx = ParseContext {
@@ -808,6 +836,11 @@ async fn day_over_http(site_id: &str, seed: u64) {
                     wire_id.insert(g.clone(), w.id.clone());
                     wire_events.insert(w.id.clone(), w);
                 }
+            }
+            Push::Poll { reader, at } => {
+                tick_until(*at, &mut live);
+                *clock.lock().unwrap() = *at;
+                stubs[reader].heartbeat().await.unwrap();
             }
             Push::Json {
                 body,
@@ -917,6 +950,21 @@ enum Push {
         received_at: DateTime<Utc>,
         generated_id: Arc<str>,
     },
+    /// A reader's command poll and heartbeat (`getrequest`, `ping`).
+    Poll {
+        reader: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl Push {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Push::Wire(b) => b.received_at,
+            Push::Json { received_at, .. } => *received_at,
+            Push::Poll { at, .. } => *at,
+        }
+    }
 }
 
 fn config_direction(site: &dcguard::config::model::Site, serial: &str) -> Option<Direction> {
@@ -955,6 +1003,7 @@ fn access_import_stores_a_csv_once_and_refuses_unknown_readers_or_a_running_daem
             device_time,
             received_at: device_time,
             raw: Arc::from(raw),
+            backlog: false,
         }
     };
     let write = |name: &str, events: &[dcguard::access::event::AccessEvent]| {
@@ -1051,4 +1100,143 @@ async fn the_ticker_reconciles_pushed_events_and_stops_with_its_token() {
     );
     token.cancel();
     ticker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_late_backlog_is_reconciled_in_time_order() {
+    // A member of staff (no shift, so no ticket needed at any hour) enters the DC's mantrap
+    // 40 minutes ago at a reader that is offline, and leaves 2 minutes ago at one that is
+    // online; an unknown card is tried at the offline reader 35 minutes ago. Reconciled in
+    // time order, the stay is clean and the card is `unknown_credential`.
+    let mut config = common_access::shipped();
+    let dc = config.sites.iter_mut().find(|s| s.id == "dc").unwrap();
+    dc.access.staff[0].shift = None;
+    let staff = dc.access.staff[0].credentials[0].clone();
+    let layout = common_access::Layout::of(dc);
+    let rig = Rig::start(&config).await;
+    // The daemon's receive clock: 50 minutes ago the offline reader was last heard from.
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(
+        (Utc::now() - TimeDelta::minutes(50)).timestamp_millis(),
+    ));
+    let c = clock.clone();
+    rig.ingest.set_clock(Arc::new(move || {
+        DateTime::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap()
+    }));
+    let mut offline = rig.stub(&layout.mantrap_in, Firmware::Attendance);
+    let mut online = rig.stub(&layout.mantrap_out, Firmware::Attendance);
+    offline.handshake().await.unwrap();
+    clock.store(Utc::now().timestamp_millis(), Ordering::SeqCst);
+    online.handshake().await.unwrap();
+    let entry = StubEvent::granted(&staff, local_ago(40 * 60));
+    let stranger = StubEvent::granted("99999", local_ago(35 * 60));
+    let exit = StubEvent::granted(&staff, local_ago(2 * 60));
+
+    // Live: the exit arrives first and is judged alone: exit while not inside.
+    online.push(&[exit], 3).await.unwrap();
+    let first = rig.ingest.tick(Utc::now()).unwrap();
+    let rules: Vec<Rule> = first.iter().map(|s| s.finding.rule).collect();
+    assert_eq!(rules, vec![Rule::AntiPassback], "{first:#?}");
+    let false_finding = first[0].id;
+
+    // The offline reader comes back with its backlog.
+    clock.store(Utc::now().timestamp_millis(), Ordering::SeqCst);
+    let (reply, _) = offline.push(&[entry, stranger], 3).await.unwrap();
+    assert_eq!(reply, "OK:2");
+    // A backlog (the reader was silent for 50 minutes), not a skewed clock.
+    let backlog: Vec<bool> = rig
+        .store()
+        .events(&EventQuery {
+            reader: Some(layout.mantrap_in.clone()),
+            ..EventQuery::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.backlog)
+        .collect();
+    assert_eq!(backlog, vec![true, true]);
+    let second = rig.ingest.tick(Utc::now()).unwrap();
+    let rules: Vec<Rule> = second.iter().map(|s| s.finding.rule).collect();
+    assert_eq!(rules, vec![Rule::UnknownCredential], "{second:#?}");
+
+    // The pure run over the stored events in time order gives the expected findings.
+    let site = common_access::site(&config, "dc");
+    let stored = rig
+        .store()
+        .events(&EventQuery {
+            site: Some("dc".into()),
+            ..EventQuery::default()
+        })
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    let expected = Reconciler::run_batch(
+        &site,
+        ReconcileSettings::from_config(&config.access),
+        stored,
+        &dcguard::access::ticket::TicketBook::new(),
+        Utc::now(),
+    );
+    let expected_rules: Vec<Rule> = expected.iter().map(|f| f.rule).collect();
+    assert_eq!(
+        expected_rules,
+        vec![Rule::UnknownCredential],
+        "{expected:#?}"
+    );
+
+    let stats = rig.ingest.stats();
+    assert_eq!(
+        (
+            stats.events_late,
+            stats.late_reruns,
+            stats.findings_withdrawn
+        ),
+        (2, 1, 1)
+    );
+    // The false finding is kept, withdrawn by a review that says why; the true one is open.
+    let reviewed = rig
+        .store()
+        .findings(&FindingQuery {
+            site: Some("dc".into()),
+            reviewed: Some(true),
+            ..FindingQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        reviewed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![false_finding]
+    );
+    let reviews = rig.store().reviews_after(0, 10).unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].reviewer, dcguard::access::ingest::WITHDRAWN_BY);
+    assert!(
+        reviews[0].note.contains(&layout.mantrap_in),
+        "{}",
+        reviews[0].note
+    );
+    let open = rig
+        .store()
+        .findings(&FindingQuery {
+            site: Some("dc".into()),
+            reviewed: Some(false),
+            ..FindingQuery::default()
+        })
+        .unwrap();
+    let open_keys: Vec<String> = open.iter().map(|s| s.finding.key()).collect();
+    let expected_keys: Vec<String> = expected.iter().map(Finding::key).collect();
+    assert_eq!(open_keys, expected_keys);
+    // Only the stranger is inside (never seen leaving); the staff member's stay was entry
+    // then exit (judged at arrival, the late entry would have left them inside forever).
+    let inside: usize = rig
+        .ingest
+        .occupancy_counts()
+        .iter()
+        .filter(|(site, _, _)| site == "dc")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(inside, 1);
+    // The same backlog again changes nothing.
+    assert!(rig.ingest.tick(Utc::now()).unwrap().is_empty());
+    assert_eq!(rig.ingest.stats().late_reruns, 1);
+    // The withdrawal is in the chain, which verifies.
+    let summary = verify_chain(rig.dir.path(), Some(&rig.dir.path().join("audit.key"))).unwrap();
+    assert!(summary.contains("is intact"), "{summary}");
 }

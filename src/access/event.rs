@@ -83,4 +83,10 @@ pub struct AccessEvent {
     pub received_at: DateTime<Utc>,
     /// The raw line as received, for evidence.
     pub raw: Arc<str>,
+    /// Part of a reader's backlog: it happened while the reader was out of contact and was
+    /// uploaded when it came back, so its device time is trusted although far from the
+    /// receive time (`access::rewind`). Decided by the daemon at ingestion, never by a
+    /// reader; stored with the event so every re-run times it the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backlog: bool,
 }

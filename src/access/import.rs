@@ -573,6 +573,7 @@ fn build_event(
         device_time: f.device_time,
         received_at,
         raw: Arc::from(raw),
+        backlog: false,
     })
 }
 

@@ -37,7 +37,7 @@
 //! Command polls (`/iclock/getrequest`) always get plain `OK`: the daemon never commands a
 //! reader (invariant 1: it never commands a door).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,11 +52,13 @@ use tokio_util::sync::CancellationToken;
 use super::audit::{AuditError, AuditKey, AuditLog, CheckpointPolicy, NewRecord, RecordKind};
 use super::event::{AccessEvent, Direction};
 use super::reconcile::{Finding, ReconcileSettings, Reconciler};
+use super::rewind::{Contact, Rewind, SNAPSHOT_EVERY, SNAPSHOT_KEEP, withdrawn};
 use super::ticket::{TicketBook, TicketRevision};
 use super::zkteco::{self, CdataQuery, ParseContext, QueryError};
 use crate::config::model::{self, Calendar, Config, Site};
 use crate::store::access::{
-    AccessStore, EventQuery, FileLock, LockError, Review, StoredFinding, Unaudited, lock_file,
+    AccessStore, EventQuery, FileLock, FindingQuery, LockError, Review, StoredFinding, Unaudited,
+    lock_file,
 };
 use crate::store::{Store, StoreError};
 
@@ -72,6 +74,8 @@ pub const GENERATED_KEY_FILE: &str = "audit.key";
 const RECENT_FINDINGS: usize = 1000;
 /// How far back the stored events are replayed at start to rebuild who is inside.
 pub const REPLAY_HORIZON: Duration = Duration::from_secs(48 * 3600);
+/// The reviewer of the findings withdrawn because late events explain them.
+pub const WITHDRAWN_BY: &str = "dcguard (late events)";
 /// The live reconcilers' watermarks are saved at least this often.
 const WATERMARK_EVERY: TimeDelta = TimeDelta::seconds(60);
 
@@ -205,6 +209,9 @@ struct Counters {
     unknown_serial: AtomicU64,
     persist_failures: AtomicU64,
     findings: AtomicU64,
+    events_late: AtomicU64,
+    late_reruns: AtomicU64,
+    findings_withdrawn: AtomicU64,
 }
 
 /// A snapshot of the ingestion counters.
@@ -226,6 +233,12 @@ pub struct IngestStats {
     pub persist_failures: u64,
     /// Findings raised.
     pub findings: u64,
+    /// Events that arrived after their time had been reconciled (a reader's backlog).
+    pub events_late: u64,
+    /// Re-runs of a site's recent period for late events (`access::rewind`).
+    pub late_reruns: u64,
+    /// Stored findings withdrawn because late events explained them.
+    pub findings_withdrawn: u64,
     /// Findings by rule name.
     pub findings_by_rule: BTreeMap<String, u64>,
 }
@@ -267,6 +280,29 @@ pub(super) struct Live {
     pub(super) tickets: TicketBook,
     /// When the watermarks were last saved.
     watermark_saved: Option<DateTime<Utc>>,
+    /// Snapshots of each site's reconciler for late events.
+    rewinds: HashMap<String, Rewind>,
+    /// Sites with late events since the last tick.
+    late: HashMap<String, Late>,
+}
+
+/// The late events of one site since the last tick.
+#[derive(Debug)]
+struct Late {
+    /// The earliest effective time among them.
+    from: DateTime<Utc>,
+    events: usize,
+    readers: BTreeSet<String>,
+}
+
+/// What the re-run of a site for late events found.
+struct Rerun {
+    site: String,
+    late: Late,
+    findings: Vec<Finding>,
+    /// The stored findings the re-run replaces (raised after its snapshot); `None` when it
+    /// started from an empty site (it withdraws nothing).
+    replaces: Option<Vec<i64>>,
 }
 
 /// The receive clock of the HTTP routes (the real clock unless a test sets one).
@@ -294,6 +330,8 @@ pub(super) struct Inner {
     /// Findings by (site, rule), for the metrics.
     by_site_rule: Mutex<BTreeMap<(String, String), u64>>,
     counters: Counters,
+    /// Each reader's contact with the daemon: backlog or skewed clock (`access::rewind`).
+    contacts: Mutex<HashMap<String, Contact>>,
     findings_tx: watch::Sender<i64>,
     pub(super) reports_tx: watch::Sender<u64>,
 }
@@ -444,6 +482,11 @@ impl Ingest {
         }
         let store = AccessStore::new(store);
         let last_finding = store.last_finding_id()?;
+        let heard = store.last_received_by_reader()?;
+        let contacts = readers
+            .keys()
+            .map(|serial| (serial.clone(), Contact::since(heard.get(serial).copied())))
+            .collect();
         let ingest = Self {
             inner: Arc::new(Inner {
                 appender_lock: Mutex::new(None),
@@ -461,15 +504,23 @@ impl Ingest {
                 store,
                 audit: Mutex::new(audit),
                 live: Mutex::new(Live {
+                    rewinds: reconcilers
+                        .iter()
+                        .map(|(site, r)| {
+                            (site.clone(), Rewind::new(r, SNAPSHOT_EVERY, SNAPSHOT_KEEP))
+                        })
+                        .collect(),
                     reconcilers,
                     tickets: TicketBook::new(),
                     watermark_saved: None,
+                    late: HashMap::new(),
                 }),
                 reported: Mutex::new(HashSet::new()),
                 recent: Mutex::new(VecDeque::new()),
                 by_rule: Mutex::new(BTreeMap::new()),
                 by_site_rule: Mutex::new(BTreeMap::new()),
                 counters: Counters::default(),
+                contacts: Mutex::new(contacts),
                 findings_tx: watch::Sender::new(last_finding),
                 reports_tx: watch::Sender::new(0),
             }),
@@ -536,6 +587,7 @@ impl Ingest {
         let Live {
             reconcilers,
             tickets,
+            rewinds,
             ..
         } = &mut *live;
         for (site_id, reconciler) in reconcilers.iter_mut() {
@@ -566,6 +618,10 @@ impl Ingest {
                 inside = fresh.occupancy().count(),
                 dropped,
                 "Access reconciler restored from the stored events."
+            );
+            rewinds.insert(
+                site_id.clone(),
+                Rewind::new(&fresh, SNAPSHOT_EVERY, SNAPSHOT_KEEP),
             );
             *reconciler = fresh;
         }
@@ -729,9 +785,30 @@ impl Ingest {
             return;
         }
         let mut live = lock(&self.inner.live);
-        if let Some(r) = live.reconcilers.get_mut(site) {
-            for e in events {
-                r.push(e);
+        let Live {
+            reconcilers, late, ..
+        } = &mut *live;
+        let Some(r) = reconcilers.get_mut(site) else {
+            return;
+        };
+        let watermark = r.watermark();
+        for e in events {
+            let t = r.effective_time(&e);
+            let reader = e.reader.to_string();
+            if r.push(e) && watermark.is_some_and(|w| t <= w) {
+                // Its time is already reconciled: the next tick rewinds the site.
+                let entry = late.entry(site.to_owned()).or_insert_with(|| Late {
+                    from: t,
+                    events: 0,
+                    readers: BTreeSet::new(),
+                });
+                entry.from = entry.from.min(t);
+                entry.events += 1;
+                entry.readers.insert(reader);
+                self.inner
+                    .counters
+                    .events_late
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -807,18 +884,25 @@ impl Ingest {
     /// [`Ingest::findings_feed`]; then the watermarks are saved (when findings were stored,
     /// and at least every minute). Returns the new findings. Blocking.
     pub fn tick(&self, now: DateTime<Utc>) -> Result<Vec<StoredFinding>, IngestError> {
-        let (findings, watermarks, save) = {
+        let (mut findings, reruns, watermarks, save) = {
             let mut live = lock(&self.inner.live);
+            let reruns = self.rewind_late(&mut live, now)?;
             let Live {
                 reconcilers,
                 tickets,
                 watermark_saved,
+                rewinds,
+                ..
             } = &mut *live;
-            let findings: Vec<Finding> = reconcilers
-                .values_mut()
-                .flat_map(|r| r.tick(now, tickets))
-                .collect();
+            let mut findings: Vec<Finding> = Vec::new();
+            for (site, r) in reconcilers.iter_mut() {
+                findings.extend(r.tick(now, tickets));
+                if let Some(rewind) = rewinds.get_mut(site) {
+                    rewind.record(r);
+                }
+            }
             let save = !findings.is_empty()
+                || !reruns.is_empty()
                 || watermark_saved.is_none_or(|at| now - at >= WATERMARK_EVERY || now < at);
             if save {
                 *watermark_saved = Some(now);
@@ -827,19 +911,176 @@ impl Ingest {
                 .iter()
                 .filter_map(|(site, r)| r.watermark().map(|w| (site.clone(), w)))
                 .collect();
-            (findings, watermarks, save)
+            (findings, reruns, watermarks, save)
         };
+        for rerun in &reruns {
+            findings.extend(rerun.findings.iter().cloned());
+        }
         let stored = if findings.is_empty() {
             Vec::new()
         } else {
             self.store_findings(&findings, now)?
         };
+        if !stored.is_empty() {
+            let mut live = lock(&self.inner.live);
+            let Live {
+                reconcilers,
+                rewinds,
+                ..
+            } = &mut *live;
+            for (site, rewind) in rewinds.iter_mut() {
+                if let Some(mark) = reconcilers.get(site).and_then(Reconciler::watermark) {
+                    rewind.note_raised(
+                        mark,
+                        stored
+                            .iter()
+                            .filter(|s| &s.finding.site == site)
+                            .map(|s| s.id),
+                    );
+                }
+            }
+        }
+        for rerun in reruns {
+            self.withdraw(rerun, now)?;
+        }
         if save {
             for (site, watermark) in watermarks {
                 self.inner.store.set_watermark(&site, watermark)?;
             }
         }
         Ok(stored)
+    }
+
+    /// Re-runs each site with late events since the last tick from the last snapshot before
+    /// them, up to `now`, and makes the re-run the live reconciler (`access::rewind`).
+    /// Returns the re-runs' findings, stored by the caller.
+    fn rewind_late(&self, live: &mut Live, now: DateTime<Utc>) -> Result<Vec<Rerun>, IngestError> {
+        let late = std::mem::take(&mut live.late);
+        let mut reruns = Vec::new();
+        for (site_id, late) in late {
+            let (Some(site), Some(current), Some(rewind)) = (
+                self.inner.sites.get(&site_id),
+                live.reconcilers.get(&site_id),
+                live.rewinds.get_mut(&site_id),
+            ) else {
+                continue;
+            };
+            if current.watermark().is_none() {
+                continue;
+            }
+            let (mut fresh, effective_from, replaces) = match rewind.before(late.from) {
+                Some(snapshot) => {
+                    let from = snapshot.watermark();
+                    (snapshot, from, Some(rewind.raised_after(from)))
+                }
+                None => {
+                    let horizon = TimeDelta::from_std(REPLAY_HORIZON).unwrap_or(TimeDelta::MAX);
+                    (
+                        Reconciler::new(site, self.inner.settings.clone()),
+                        late.from.checked_sub_signed(horizon),
+                        None,
+                    )
+                }
+            };
+            let events = self.inner.store.events(&EventQuery {
+                site: Some(site_id.clone()),
+                effective_from,
+                ..EventQuery::default()
+            })?;
+            let replayed = events.len();
+            for e in events {
+                fresh.push(e);
+            }
+            let mut findings = fresh.tick(now, &live.tickets);
+            if replaces.is_none() {
+                // An empty start: what it raises before the late events is an artefact.
+                findings.retain(|f| f.at >= late.from);
+            }
+            rewind.forget_from(late.from, &fresh);
+            tracing::warn!(
+                site = %site_id,
+                late_events = late.events,
+                readers = ?late.readers,
+                since = %late.from,
+                from_snapshot = replaces.is_some(),
+                replayed,
+                "Late reader events: the site's recent period is reconciled again in time order."
+            );
+            self.inner
+                .counters
+                .late_reruns
+                .fetch_add(1, Ordering::Relaxed);
+            live.reconcilers.insert(site_id.clone(), fresh);
+            reruns.push(Rerun {
+                site: site_id,
+                late,
+                findings,
+                replaces,
+            });
+        }
+        Ok(reruns)
+    }
+
+    /// Withdraws the stored, unreviewed findings of a re-run's period that the re-run no
+    /// longer raises: a review by `dcguard`, stored and chained (the finding is kept).
+    fn withdraw(&self, rerun: Rerun, now: DateTime<Utc>) -> Result<(), IngestError> {
+        let Some(candidates) = rerun.replaces else {
+            return Ok(());
+        };
+        let Some(first) = candidates.iter().min() else {
+            return Ok(());
+        };
+        let candidates: HashSet<i64> = candidates.iter().copied().collect();
+        let stored = self.inner.store.findings(&FindingQuery {
+            site: Some(rerun.site.clone()),
+            reviewed: Some(false),
+            after_id: Some(first - 1),
+            ..FindingQuery::default()
+        })?;
+        let ids = withdrawn(
+            stored
+                .iter()
+                .filter(|s| candidates.contains(&s.id))
+                .map(|s| (s.id, &s.finding)),
+            &rerun.findings,
+        );
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let readers: Vec<&str> = rerun.late.readers.iter().map(String::as_str).collect();
+        let note = format!(
+            "Withdrawn: {} late event(s) of reader(s) {} from {} on, reconciled in time order, \
+             no longer raise this finding.",
+            rerun.late.events,
+            readers.join(", "),
+            rerun.late.from.format("%Y-%m-%d %H:%M:%S UTC"),
+        );
+        let mut audit = self.appender()?;
+        for id in ids {
+            let Some((review, new)) =
+                self.inner
+                    .store
+                    .insert_review(id, WITHDRAWN_BY, &note, now)?
+            else {
+                continue;
+            };
+            if new {
+                self.chain(
+                    &mut audit,
+                    vec![(Mark::Review(review.id), review_record(&review))],
+                )?;
+                self.inner
+                    .counters
+                    .findings_withdrawn
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    site = %rerun.site,
+                    finding_id = id,
+                    "Access finding withdrawn: late events explain it."
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Stores and chains findings raised at `now`; the new ones are logged, counted and
@@ -996,6 +1237,9 @@ impl Ingest {
             unknown_serial: get(&c.unknown_serial),
             persist_failures: get(&c.persist_failures),
             findings: get(&c.findings),
+            events_late: get(&c.events_late),
+            late_reruns: get(&c.late_reruns),
+            findings_withdrawn: get(&c.findings_withdrawn),
             findings_by_rule: lock(&self.inner.by_rule).clone(),
         }
     }
@@ -1037,6 +1281,11 @@ impl Ingest {
         match self.inner.readers.get(&query.serial) {
             Some(entry) => {
                 let entry = entry.clone();
+                let now = self.now();
+                lock(&self.inner.contacts)
+                    .entry(query.serial.clone())
+                    .or_default()
+                    .seen(now);
                 Ok((query, entry))
             }
             None => {
@@ -1090,7 +1339,12 @@ impl Ingest {
             reader_direction: Some(entry.direction),
             received_at: now,
         };
-        let parsed = zkteco::parse_cdata(&table, body, &ctx);
+        let mut parsed = zkteco::parse_cdata(&table, body, &ctx);
+        if let Some(contact) = lock(&self.inner.contacts).get(&query.serial) {
+            for e in &mut parsed.events {
+                e.backlog = contact.is_backlog(e, self.inner.settings.max_clock_skew);
+            }
+        }
         let c = &self.inner.counters;
         if !parsed.errors.is_empty() {
             c.lines_malformed

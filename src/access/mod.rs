@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod occupancy;
 pub mod reconcile;
 pub mod report;
+pub mod rewind;
 pub mod service;
 pub mod ticket;
 pub mod zkteco;

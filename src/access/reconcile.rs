@@ -324,8 +324,8 @@ enum Match<'a> {
     Unknown,
 }
 
-/// The reconciler of one site.
-#[derive(Debug)]
+/// The reconciler of one site. Cloned as a snapshot for late events (`access::rewind`).
+#[derive(Debug, Clone)]
 pub struct Reconciler {
     site: String,
     tz: Tz,
@@ -567,7 +567,7 @@ impl Reconciler {
     }
 
     fn is_skewed(&self, e: &AccessEvent) -> bool {
-        (e.device_time - e.received_at).abs() > self.max_skew
+        !e.backlog && (e.device_time - e.received_at).abs() > self.max_skew
     }
 
     /// Buffers an event for the next tick. Returns false (and drops it) when its id was seen.

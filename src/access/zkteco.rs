@@ -575,6 +575,7 @@ fn build_event(
         device_time,
         received_at: ctx.received_at,
         raw: Arc::from(raw),
+        backlog: false,
     }
 }
 

@@ -731,7 +731,25 @@ impl AccessStore {
         })
     }
 
-    /// The saved watermark of a site.
+    /// The newest receive time of each reader's stored events (when each was last heard
+    /// from, as far as the store knows).
+    pub fn last_received_by_reader(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        self.store.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT reader, MAX(received_at) FROM access_events GROUP BY reader")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|row| {
+                let (reader, text) = row?;
+                Ok((reader, parse_time(&text)?))
+            })
+            .collect()
+        })
+    }
+
+    /// How far the live reconciler of `site` had got, when saved.
     pub fn watermark(&self, site: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.store.with_conn(|conn| {
             let text: Option<String> = conn
@@ -1204,6 +1222,7 @@ mod tests {
             device_time: t,
             received_at: t,
             raw: Arc::from(raw),
+            backlog: false,
         }
     }
 

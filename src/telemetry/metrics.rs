@@ -1174,7 +1174,9 @@ pub const ACCESS_OCCUPANCY: &str = "dcguard_access_occupancy";
 pub const ACCESS_FINDINGS_TOTAL: &str = "dcguard_access_findings_total";
 /// Counter: reader ingestion since start, by outcome (`batch_accepted`, `event_new`,
 /// `event_duplicate`, `line_malformed`, `record_skipped`, `unknown_serial`,
-/// `persist_failure`).
+/// `persist_failure`, `event_late`: an event whose time was already reconciled,
+/// `late_rerun`: a site's recent period reconciled again for them, `finding_withdrawn`: a
+/// stored finding the late events explain).
 pub const ACCESS_INGEST_TOTAL: &str = "dcguard_access_ingest_total";
 
 /// Average Gregorian month, seconds (365.25 / 12 days).
@@ -1339,6 +1341,9 @@ impl DashboardMetrics {
             ("record_skipped", ingest.records_skipped),
             ("unknown_serial", ingest.unknown_serial),
             ("persist_failure", ingest.persist_failures),
+            ("event_late", ingest.events_late),
+            ("late_rerun", ingest.late_reruns),
+            ("finding_withdrawn", ingest.findings_withdrawn),
         ] {
             advance(&self.ingest.with_label_values(&[outcome]), n);
         }

@@ -188,6 +188,7 @@ impl Events {
             device_time,
             received_at,
             raw: raw.into(),
+            backlog: false,
         });
         id
     }
