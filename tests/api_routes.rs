@@ -770,7 +770,59 @@ async fn access_routes_show_events_findings_and_the_audit_chain() {
     ] {
         let (status, body) = rig.get(&format!("/api/v1/findings?{bad}"), SEC).await;
         assert_error(status, &body, 400, "bad_request");
+        let (status, body) = rig.get(&format!("/api/v1/findings.csv?{bad}"), SEC).await;
+        assert_error(status, &body, 400, "bad_request");
     }
+    // The same findings as CSV, newest first, with the finding ids of the JSON (read
+    // between two equal JSON answers: the reconciler may still be adding one).
+    let ids_of = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (status, headers, csv, json_ids) = loop {
+        let (_, before) = rig.get("/api/v1/findings?site=dc", SEC).await;
+        let (status, headers, csv) = rig
+            .call(
+                "GET",
+                "/api/v1/findings.csv?site=dc",
+                Some(rig.token(Role::Security)),
+                None,
+            )
+            .await;
+        let (_, after) = rig.get("/api/v1/findings?site=dc", SEC).await;
+        if before == after {
+            break (status, headers, csv, ids_of(&after));
+        }
+    };
+    assert_eq!(status, 200, "{csv}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().take(3).collect::<Vec<_>>(),
+        vec!["id", "site", "rule"]
+    );
+    let ids: Vec<i64> = reader
+        .records()
+        .map(|r| r.unwrap()[0].parse().unwrap())
+        .collect();
+    assert_eq!(ids, json_ids, "{csv}");
+    let (status, _, _) = rig
+        .call(
+            "GET",
+            "/api/v1/findings.csv",
+            Some(rig.token(Role::Operator)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "operators read no findings");
 
     // The audit chain: intact, with the events and the export in it.
     let (status, chain) = rig.get("/api/v1/audit/status", SEC).await;
@@ -807,6 +859,23 @@ async fn access_routes_show_events_findings_and_the_audit_chain() {
             .as_str()
             .unwrap()
             .contains("rows=2"),
+        "{export}"
+    );
+    let export = records
+        .iter()
+        .rev()
+        .find(|r| {
+            r["payload"]["action"] == "GET /api/v1/findings.csv" && r["payload"]["result"] == "ok"
+        })
+        .expect("the findings export is audited");
+    assert!(
+        export["payload"]["object"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "site=dc rule=* room=* person=* ticket=* reviewed=* from=* until=* rows={}",
+                json_ids.len()
+            )),
         "{export}"
     );
     // Ingestion shows in /metrics by outcome (counts only).

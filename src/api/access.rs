@@ -225,9 +225,21 @@ pub async fn findings(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<FindingQuery>,
 ) -> ApiResult<Json<Vec<FindingDto>>> {
-    check_site(&state, q.site.as_ref())?;
+    let found = query_findings(&state, &q, 1000, MAX_EVENTS).await?;
+    Ok(Json(found.iter().map(FindingDto::from).collect()))
+}
+
+/// The findings of `q`, newest first, at most `q.limit` (`default` when absent, `max` at
+/// most).
+async fn query_findings(
+    state: &ApiState,
+    q: &FindingQuery,
+    default: u32,
+    max: u32,
+) -> ApiResult<Vec<crate::store::access::StoredFinding>> {
+    check_site(state, q.site.as_ref())?;
     check_period(q.from, q.until)?;
-    let limit = check_limit(q.limit, 1000, MAX_EVENTS)?;
+    let limit = check_limit(q.limit, default, max)?;
     let rule = match &q.rule {
         None => None,
         Some(name) => Some(
@@ -258,7 +270,7 @@ pub async fn findings(
     };
     let all = blocking("Findings query", move || store.findings(&query)).await?;
     let out = all
-        .iter()
+        .into_iter()
         .rev()
         .filter(|stored| {
             person.as_ref().is_none_or(|p| {
@@ -272,9 +284,69 @@ pub async fn findings(
             })
         })
         .take(limit as usize)
-        .map(FindingDto::from)
         .collect();
-    Ok(Json(out))
+    Ok(out)
+}
+
+/// Findings as CSV (id, site, rule, severity, times, person, credential, ticket, room,
+/// reader, summary, evidence, latest review), newest first, spreadsheet-safe cells; the
+/// same filters as `GET /api/v1/findings`. Every export is audited with its filters and
+/// row count.
+#[utoipa::path(
+    get,
+    path = "/api/v1/findings.csv",
+    tag = "access",
+    security(("bearer" = [])),
+    params(FindingQuery),
+    responses(
+        (status = 200, description = "the findings as CSV with a header row", body = String, content_type = "text/csv"),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+        (status = 401, description = "no or an unknown token", body = ErrorBody),
+        (status = 403, description = "the role may not", body = ErrorBody)
+    )
+)]
+pub async fn findings_csv(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<FindingQuery>,
+) -> Response {
+    let any = |v: &Option<String>| v.as_deref().map_or_else(|| "*".to_owned(), clip);
+    let mut object = format!(
+        "findings site={} rule={} room={} person={} ticket={} reviewed={} from={} until={}",
+        any(&q.site),
+        any(&q.rule),
+        any(&q.room),
+        any(&q.person),
+        any(&q.ticket),
+        q.reviewed.map_or_else(|| "*".to_owned(), |r| r.to_string()),
+        q.from.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+        q.until.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+    );
+    let result = async {
+        let found = query_findings(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS).await?;
+        blocking("Findings export", move || {
+            let mut out = Vec::new();
+            crate::access::import::write_findings_csv(&mut out, &found)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((found.len(), out))
+        })
+        .await
+    }
+    .await;
+    let result = result.map(|(rows, csv)| {
+        object.push_str(&format!(" rows={rows}"));
+        (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"findings.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response()
+    });
+    audited(object, result)
 }
 
 /// The access audit chain, verified now from its first record: every sealed monthly

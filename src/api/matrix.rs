@@ -275,6 +275,13 @@ pub const MATRIX: &[RouteRule] = &[
         Guard::Roles(SECURITY),
         "findings by site, rule, person, ticket, period",
     ),
+    RouteRule {
+        method: "GET",
+        path: "/api/v1/findings.csv",
+        guard: Guard::Roles(SECURITY),
+        audit: Audit::Always,
+        summary: "findings CSV export (every call audited)",
+    },
     get(
         "/api/v1/audit/status",
         Guard::Roles(SECURITY),

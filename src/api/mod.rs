@@ -280,6 +280,7 @@ pub fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(access::events, visits::batch))
         .routes(routes!(access::events_csv))
         .routes(routes!(access::findings))
+        .routes(routes!(access::findings_csv))
         .routes(routes!(access::audit_status))
         .routes(routes!(visits::list, visits::create))
         .routes(routes!(visits::detail, visits::update))
