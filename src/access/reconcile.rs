@@ -341,7 +341,8 @@ pub struct Reconciler {
     horizon: TimeDelta,
     shift_grace: TimeDelta,
     dedupe_horizon: TimeDelta,
-    readers: HashMap<String, ReaderInfo>,
+    /// Shared so that reconciling an event takes its reader's entry without copying it.
+    readers: HashMap<String, Arc<ReaderInfo>>,
     staff: HashMap<String, StaffInfo>,
 
     occupancy: Occupancy,
@@ -420,7 +421,7 @@ impl Reconciler {
                     },
                     passage: kinds.get(r.room.as_str()).is_some_and(|k| is_passage(*k)),
                 };
-                (r.serial.clone(), info)
+                (r.serial.clone(), Arc::new(info))
             })
             .collect();
         let mut staff = HashMap::new();
@@ -941,9 +942,15 @@ impl Reconciler {
         out: &mut Vec<Finding>,
     ) {
         if let Some(entered) = self.occupancy.enter_room(credential, &reader.room, &e.id) {
-            let Some(o) = self.occupancy.get(credential).cloned() else {
+            let Some(o) = self.occupancy.get(credential) else {
                 return;
             };
+            // Room checks are for visitors: staff entering a room they are not in yet raise
+            // nothing (and are not copied for it).
+            if entered && !matches!(o.role, OccupantRole::Visitor(_)) {
+                return;
+            }
+            let o = o.clone();
             if !entered {
                 let mut f = self.finding(
                     Rule::AntiPassback,
