@@ -590,41 +590,64 @@ impl Ingest {
             rewinds,
             ..
         } = &mut *live;
-        for (site_id, reconciler) in reconcilers.iter_mut() {
-            let Some(watermark) = store.watermark(site_id)? else {
-                continue;
-            };
-            let Some(site) = self.inner.sites.get(site_id) else {
-                continue;
-            };
-            let events = store.events(&EventQuery {
-                site: Some(site_id.clone()),
-                effective_from: watermark.checked_sub_signed(horizon),
-                ..EventQuery::default()
-            })?;
-            let mut fresh = Reconciler::new(site, self.inner.settings.clone());
-            let replayed = events.len();
-            for e in events {
-                fresh.push(e);
-            }
-            // Findings up to the watermark were stored before the restart (or are artefacts
-            // of the empty start of the replay): dropped.
-            let dropped = fresh.tick(watermark + settle, tickets).len();
-            tracing::info!(
-                site = %site_id,
-                watermark = %watermark,
-                replayed,
-                pending = fresh.pending_events(),
-                inside = fresh.occupancy().count(),
-                dropped,
-                "Access reconciler restored from the stored events."
-            );
-            rewinds.insert(
-                site_id.clone(),
-                Rewind::new(&fresh, SNAPSHOT_EVERY, SNAPSHOT_KEEP),
-            );
-            *reconciler = fresh;
-        }
+        // The sites share nothing: each is replayed on its own thread (the store reads take
+        // turns on the one connection; the reconciliation runs side by side).
+        let tickets: &TicketBook = tickets;
+        let sites = &self.inner.sites;
+        let settings = &self.inner.settings;
+        std::thread::scope(|scope| {
+            let replays: Vec<_> = reconcilers
+                .iter_mut()
+                .map(|(site_id, reconciler)| {
+                    scope.spawn(move || -> Result<Option<(String, Rewind)>, IngestError> {
+                        let Some(watermark) = store.watermark(site_id)? else {
+                            return Ok(None);
+                        };
+                        let Some(site) = sites.get(site_id) else {
+                            return Ok(None);
+                        };
+                        let events = store.events(&EventQuery {
+                            site: Some(site_id.clone()),
+                            effective_from: watermark.checked_sub_signed(horizon),
+                            ..EventQuery::default()
+                        })?;
+                        let mut fresh = Reconciler::new(site, settings.clone());
+                        let replayed = events.len();
+                        for e in events {
+                            fresh.push(e);
+                        }
+                        // Findings up to the watermark were stored before the restart (or are
+                        // artefacts of the empty start of the replay): dropped.
+                        let dropped = fresh.tick(watermark + settle, tickets).len();
+                        tracing::info!(
+                            site = %site_id,
+                            watermark = %watermark,
+                            replayed,
+                            pending = fresh.pending_events(),
+                            inside = fresh.occupancy().count(),
+                            dropped,
+                            "Access reconciler restored from the stored events."
+                        );
+                        let rewind = Rewind::new(&fresh, SNAPSHOT_EVERY, SNAPSHOT_KEEP);
+                        *reconciler = fresh;
+                        Ok(Some((site_id.clone(), rewind)))
+                    })
+                })
+                .collect();
+            replays
+                .into_iter()
+                .map(|replay| {
+                    replay
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<_>, IngestError>>()
+        })?
+        .into_iter()
+        .flatten()
+        .for_each(|(site_id, rewind)| {
+            rewinds.insert(site_id, rewind);
+        });
         Ok(())
     }
 
