@@ -246,12 +246,74 @@ struct EventRow<'a> {
     credential: Option<Cow<'a, str>>,
     kind: EventKind,
     direction: Option<Direction>,
+    #[serde(deserialize_with = "utc_time")]
     device_time: DateTime<Utc>,
+    #[serde(deserialize_with = "utc_time")]
     received_at: DateTime<Utc>,
     #[serde(borrow)]
     raw: Cow<'a, str>,
     #[serde(default)]
     backlog: bool,
+}
+
+/// A stored time: what chrono's serde gives (`DateTime<FixedOffset>` parsed from RFC 3339,
+/// in UTC), with the form chrono writes for UTC (`2026-12-06T19:36:00Z`, up to nine
+/// fraction digits) read without its general parser.
+fn utc_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 time")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DateTime<Utc>, E> {
+            match plain_utc(text) {
+                Some(t) => Ok(t),
+                None => text
+                    .parse::<DateTime<chrono::FixedOffset>>()
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(E::custom),
+            }
+        }
+    }
+    d.deserialize_str(Text)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, else `None` (leap seconds, offsets and anything else
+/// are left to chrono).
+fn plain_utc(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0_u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let nanos = match b.len() {
+        20 => 0,
+        n if b[19] == b'.' && (22..=30).contains(&n) => {
+            let digits = n - 21;
+            num(20..n - 1)? * 10_u32.pow(u32::try_from(9 - digits).ok()?)
+        }
+        _ => return None,
+    };
+    let (second, minute, hour) = (num(17..19)?, num(14..16)?, num(11..13)?);
+    if second > 59 {
+        return None;
+    }
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
+    Some(
+        date.and_hms_nano_opt(hour, minute, second, nanos)?
+            .and_utc(),
+    )
 }
 
 /// Decodes the event rows of one query: the same [`AccessEvent`] as [`decode`], with one
@@ -374,7 +436,7 @@ impl AccessStore {
         query: &EventQuery,
         mut f: impl FnMut(AccessEvent),
     ) -> Result<usize, StoreError> {
-        let mut sql = String::from("SELECT event_json FROM access_events WHERE 1 = 1");
+        let mut sql = String::from("SELECT event_json, device_time FROM access_events WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut push = |sql: &mut String, clause: &str, value: rusqlite::types::Value| {
             args.push(value);
@@ -413,7 +475,16 @@ impl AccessStore {
             }
             sql.push(')');
         }
-        sql.push_str(" ORDER BY device_time, id");
+        // Without a limit, the order by id among equal device times is made here: SQLite
+        // then walks the (site, device_time) index in order instead of sorting the whole
+        // result in a temporary B-tree. With a limit, the cut must fall as the full order
+        // says, so SQLite sorts.
+        let ties_here = query.limit.is_none();
+        if ties_here {
+            sql.push_str(" ORDER BY device_time");
+        } else {
+            sql.push_str(" ORDER BY device_time, id");
+        }
         if let Some(limit) = query.limit {
             push(
                 &mut sql,
@@ -426,17 +497,39 @@ impl AccessStore {
             let mut rows = stmt.query(params_from_iter(args.iter()))?;
             let mut decoder = EventDecoder::default();
             let mut passed = 0;
+            // The events of one device time (the column's text), until the next one.
+            let (mut tied, mut tied_time) = (Vec::<AccessEvent>::new(), String::new());
+            let mut pass = |tied: &mut Vec<AccessEvent>| {
+                // Ids are unique: SQLite's binary order of TEXT is byte order, as here.
+                tied.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                passed += tied.len();
+                tied.drain(..).for_each(&mut f);
+            };
             while let Some(row) = rows.next()? {
-                let json = row.get_ref(0)?.as_str().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?;
-                f(decoder.decode(json)?);
-                passed += 1;
+                let text = |i: usize| {
+                    row.get_ref(i)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            i,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+                };
+                let event = decoder.decode(text(0)?)?;
+                if !ties_here {
+                    tied.push(event);
+                    pass(&mut tied);
+                    continue;
+                }
+                let time = text(1)?;
+                if time != tied_time {
+                    pass(&mut tied);
+                    tied_time.clear();
+                    tied_time.push_str(time);
+                }
+                tied.push(event);
             }
+            pass(&mut tied);
             Ok(passed)
         })
     }
@@ -1392,6 +1485,66 @@ mod tests {
             assert_eq!(fast, decode(&json).unwrap());
             assert_eq!(fast, e);
         }
+    }
+
+    #[test]
+    fn events_of_one_device_time_come_by_id_with_or_without_a_limit() {
+        let store = AccessStore::new(Store::in_memory().unwrap());
+        let mut batch: Vec<AccessEvent> = (0..20)
+            .map(|i| event("R1", &i.to_string(), i64::from(i / 5)))
+            .collect();
+        batch.reverse();
+        store.insert_events("dc", &batch).unwrap();
+        let mut expected = batch.clone();
+        expected.sort_by(|a, b| (a.device_time, &a.id).cmp(&(b.device_time, &b.id)));
+        let all = store.events(&EventQuery::default()).unwrap();
+        assert_eq!(all, expected);
+        let first = store
+            .events(&EventQuery {
+                limit: Some(7),
+                ..EventQuery::default()
+            })
+            .unwrap();
+        assert_eq!(first, expected[..7]);
+        let mut streamed = Vec::new();
+        let n = store
+            .for_each_event(
+                &EventQuery {
+                    site: Some("dc".into()),
+                    ..EventQuery::default()
+                },
+                |e| streamed.push(e),
+            )
+            .unwrap();
+        assert_eq!((n, streamed), (20, expected));
+    }
+
+    #[test]
+    fn stored_times_read_as_chrono_reads_them() {
+        for text in [
+            "2026-12-06T19:36:00Z",
+            "2026-12-06T19:36:00.5Z",
+            "2026-12-06T19:36:00.123Z",
+            "2026-12-06T19:36:00.123456789Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2024-02-29T12:00:00Z",
+            "2026-12-06T19:36:00+07:00",
+            "2026-12-06T19:36:60Z",
+            "2026-12-06 19:36:00Z",
+            "2026-02-30T19:36:00Z",
+            "2026-12-06T19:36:00.1234567891Z",
+            "2026-12-06T19:36:00.Z",
+            "2026-12-06T19:3a:00Z",
+        ] {
+            let chrono: Result<DateTime<Utc>, _> = serde_json::from_value(text.into());
+            let ours = utc_time(serde_json::Value::from(text));
+            assert_eq!(ours.ok(), chrono.ok(), "{text}");
+        }
+        assert_eq!(
+            plain_utc("2026-12-06T19:36:00.25Z"),
+            Some(Utc.timestamp_opt(1_796_585_760, 250_000_000).unwrap())
+        );
     }
 
     #[test]
