@@ -86,7 +86,22 @@ fn day(site: &Site, d: i64) -> SyntheticDay {
         e.device_time += shift;
         e.received_at += shift;
     }
-    for op in &mut day.ticket_ops {
+    shift_tickets(&mut day.ticket_ops, d);
+    day.start += shift;
+    day.end += shift;
+    day
+}
+
+/// The ticket operations of [`day`] `d` (its events are generated and dropped).
+fn day_tickets(site: &Site, d: i64) -> Vec<TicketOp> {
+    let mut ops = common_access::synthetic_day(site, 1000 + d as u64, PLANTED).ticket_ops;
+    shift_tickets(&mut ops, d);
+    ops
+}
+
+fn shift_tickets(ops: &mut [TicketOp], d: i64) {
+    let shift = TimeDelta::days(d);
+    for op in ops {
         match op {
             TicketOp::Create(t, at) => {
                 t.id = format!("D{d}-{}", t.id);
@@ -100,9 +115,6 @@ fn day(site: &Site, d: i64) -> SyntheticDay {
             }
         }
     }
-    day.start += shift;
-    day.end += shift;
-    day
 }
 
 fn ingest(config: &Config, dir: &Path, target: u64) {
@@ -160,8 +172,10 @@ struct SiteRun {
     site: String,
     events: u64,
     findings: u64,
-    /// Store reads and reconciliation (the product's work).
+    /// Store reads and reconciliation (the product's work): wall time ...
     rerun: Duration,
+    /// ... and this thread's CPU time in it.
+    rerun_cpu: Duration,
     /// Generating and rolling the synthetic ticket book (the bench's own work).
     tickets: Duration,
 }
@@ -192,21 +206,24 @@ fn reconcile(config: &Config, dir: &Path, target: u64) {
     let findings: u64 = runs.iter().map(|r| r.findings).sum();
     for r in &runs {
         println!(
-            "  {}: {} events, {} findings; re-run {:.1} s, ticket generation {:.1} s",
+            "  {}: {} events, {} findings; re-run {:.1} s wall, {:.1} s CPU; ticket generation {:.1} s wall",
             r.site,
             r.events,
             r.findings,
             r.rerun.as_secs_f64(),
+            r.rerun_cpu.as_secs_f64(),
             r.tickets.as_secs_f64()
         );
     }
     let longest = runs.iter().map(|r| r.rerun).max().unwrap_or_default();
+    let cpu: Duration = runs.iter().map(|r| r.rerun_cpu).sum();
     println!(
-        "reconcile: {events} events, {findings} findings in {wall:.1} s wall ({:.0} events/s), \
-         longest site re-run {:.1} s (store reads + reconciliation, without the ticket generator), \
-         peak RSS {:.0} MiB",
+        "reconcile: {events} events, {findings} findings in {wall:.1} s wall ({:.0} events/s); \
+         re-run (store reads + reconciliation, without the ticket generator): longest site \
+         {:.1} s wall, {:.1} s CPU for the three; peak RSS {:.0} MiB",
         events as f64 / wall,
         longest.as_secs_f64(),
+        cpu.as_secs_f64(),
         peak_rss_mib()
     );
 }
@@ -230,6 +247,7 @@ fn rerun_site(site: &Site, path: &Path, days: i64, settings: ReconcileSettings) 
         events: 0,
         findings: 0,
         rerun: Duration::ZERO,
+        rerun_cpu: Duration::ZERO,
         tickets: Duration::ZERO,
     };
     let g = Instant::now();
@@ -241,7 +259,7 @@ fn rerun_site(site: &Site, path: &Path, days: i64, settings: ReconcileSettings) 
     for d in 0..days {
         // Tickets of day d + 1 in, of day d - 2 out: the book holds days d - 1, d, d + 1.
         let g = Instant::now();
-        in_book.push_back(apply_ops(&mut book, site, &day(site, d + 1).ticket_ops));
+        in_book.push_back(apply_ops(&mut book, site, &day_tickets(site, d + 1)));
         if in_book.len() > 3 {
             for id in in_book.pop_front().unwrap_or_default() {
                 book.remove(&id);
@@ -249,7 +267,7 @@ fn rerun_site(site: &Site, path: &Path, days: i64, settings: ReconcileSettings) 
         }
         run.tickets += g.elapsed();
 
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu());
         let from = first.start + TimeDelta::days(d);
         let until = from + TimeDelta::days(1);
         let query = EventQuery {
@@ -271,8 +289,18 @@ fn rerun_site(site: &Site, path: &Path, days: i64, settings: ReconcileSettings) 
         }
         run.findings += r.tick(until, &book).len() as u64;
         run.rerun += t.elapsed();
+        run.rerun_cpu += thread_cpu().saturating_sub(cpu);
     }
     run
+}
+
+/// CPU time of the calling thread so far (`/proc/thread-self/schedstat`: time on a CPU).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 /// Applies a day's ticket operations to the book (as `common_access::book` does); returns
