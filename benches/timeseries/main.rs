@@ -41,7 +41,9 @@ use dcguard::sinks::influxdb::{self, InfluxOptions, SeriesIndex};
 use dcguard::sinks::line_protocol::{self, SeriesKey};
 use dcguard::sinks::spool::{Spool, SpoolConfig};
 
-use common::{Proc, fmt, free_port, loadavg, machine, parse_f64, root, scratch, summary};
+use common::{
+    Proc, cpu_secs_ticks, fmt, free_port, loadavg, machine, parse_f64, root, scratch, summary,
+};
 
 pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 /// Lines per batch: the shipped `batch_max_points`.
@@ -568,9 +570,30 @@ async fn write_async(settings: &Settings) -> Result<String> {
     let (mut raw, mut plain, mut gz, mut r_plain, mut r_gz) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut lost = 0u64;
+    // Cores used by VictoriaMetrics and by this process (the writer side) per phase.
+    let vm_pid = vm
+        .pid()
+        .ok_or_else(|| anyhow!("VictoriaMetrics has no pid"))?;
+    let (mut cores_raw, mut cores_plain, mut cores_gz) = (Vec::new(), Vec::new(), Vec::new());
+    let cores = || -> Result<(Instant, f64, f64)> {
+        // Ticks of /proc/PID/stat: they keep the time of exited threads (blocking pool).
+        Ok((
+            Instant::now(),
+            cpu_secs_ticks(vm_pid)?,
+            cpu_secs_ticks(std::process::id())?,
+        ))
+    };
+    let used = |from: (Instant, f64, f64)| -> Result<(f64, f64)> {
+        let to = cores()?;
+        let wall = (to.0 - from.0).as_secs_f64();
+        Ok(((to.1 - from.1) / wall, (to.2 - from.2) / wall))
+    };
     for run in 0..settings.runs {
         // ABBA: raw, sink plain, sink gzip, raw (the raw limit is the mean of both).
+        let c = cores()?;
         let a = raw_rate(&vm.url(), bodies.clone(), settings.secs).await?;
+        cores_raw.push(used(c)?);
+        let c = cores()?;
         let (p, l1) = sink_rate(
             &vm.url(),
             &config,
@@ -580,8 +603,11 @@ async fn write_async(settings: &Settings) -> Result<String> {
             settings.secs,
         )
         .await?;
+        cores_plain.push(used(c)?);
+        let c = cores()?;
         let (g, l2) =
             sink_rate(&vm.url(), &config, &points, &spool_dir, true, settings.secs).await?;
+        cores_gz.push(used(c)?);
         let b = raw_rate(&vm.url(), bodies.clone(), settings.secs).await?;
         let limit = (a + b) / 2.0;
         lost += l1 + l2;
@@ -629,7 +655,7 @@ async fn write_async(settings: &Settings) -> Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "VictoriaMetrics {} on 127.0.0.1 (same 2 cores). Ingest limit: a raw reqwest client posting pre-encoded {BATCH}-line batches of the same inventory's lines over {RAW_CONNECTIONS} concurrent connections, no gzip, measured before and after the sink in every run (mean of the two). Sink: `sinks::influxdb` with the shipped settings ({BATCH}-line batches, 1 s flush, one writer), readings offered as fast as it takes them; lines/s accepted after 1 s. {} runs x {} s per measurement.\n",
+        "VictoriaMetrics {} on 127.0.0.1 (same 2 cores). Ingest limit: a raw reqwest client posting pre-encoded {BATCH}-line batches of the same inventory's lines over {RAW_CONNECTIONS} concurrent connections, no gzip, measured before and after the sink in every run (mean of the two). Sink: `sinks::influxdb` with the shipped settings ({BATCH}-line batches, 1 s flush, 4 requests in flight), readings offered as fast as it takes them; lines/s accepted after 1 s. {} runs x {} s per measurement.\n",
         vm_version(),
         settings.runs,
         settings.secs
@@ -661,6 +687,27 @@ async fn write_async(settings: &Settings) -> Result<String> {
         "| replay of a {lines}-line spooled backlog (gzip on) | {} | - |",
         fmt(summary(&replay), 0)
     )?;
+    writeln!(
+        out,
+        "\nCPU in cores while each phase ran (median of runs; {} cores in all), VictoriaMetrics / the writer's process (reading generation, queue, encoding, gzip, HTTP):\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )?;
+    writeln!(out, "| phase | VictoriaMetrics | writer process |")?;
+    writeln!(out, "|---|---|---|")?;
+    for (name, c) in [
+        ("raw client", &cores_raw),
+        ("sink, gzip off", &cores_plain),
+        ("sink, gzip on", &cores_gz),
+    ] {
+        let vm: Vec<f64> = c.iter().map(|x| x.0).collect();
+        let own: Vec<f64> = c.iter().map(|x| x.1).collect();
+        writeln!(
+            out,
+            "| {name} | {} | {} |",
+            fmt(summary(&vm), 2),
+            fmt(summary(&own), 2)
+        )?;
+    }
     let best = summary(&r_plain).median.max(summary(&r_gz).median);
     writeln!(
         out,

@@ -17,7 +17,8 @@
 //! * **Two tasks.** The *batcher* encodes readings and cuts a batch at
 //!   `batch_max_points` lines or `flush_interval` after its first line; it hands the
 //!   batch to the *writer* through a channel of [`InfluxOptions::pending_batches`],
-//!   or appends it to the spool itself when that channel is full. The writer posts
+//!   waiting up to `flush_interval` for room, or appends it to the spool itself when
+//!   the writer takes nothing for that long. The writer posts
 //!   batches, up to [`InfluxOptions::max_in_flight`] requests at once (a round trip per
 //!   batch would otherwise cap the rate well below the server's); a batch that fails for
 //!   a retryable reason goes to the spool. Concurrent batches may land out of order,
@@ -503,6 +504,8 @@ async fn batcher(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_expire = Instant::now();
+    // How long a cut batch waits for the writer before it goes to the spool.
+    let wait = options.flush_interval;
     loop {
         let cut = tokio::select! {
             reading = rx.recv() => match reading {
@@ -538,17 +541,22 @@ async fn batcher(
             }
         };
         if cut {
-            hand_off(&mut body, &mut lines, &batch_tx, &spool, &stats).await;
+            hand_off(&mut body, &mut lines, &batch_tx, wait, &spool, &stats).await;
         }
     }
-    hand_off(&mut body, &mut lines, &batch_tx, &spool, &stats).await;
+    hand_off(&mut body, &mut lines, &batch_tx, wait, &spool, &stats).await;
     stop.cancel();
 }
 
+/// Hands a cut batch to the writer, waiting up to `wait` for room (the writer busy with
+/// its requests in flight: backpressure, the readings queue buffers meanwhile); a writer
+/// that takes nothing for that long is failing or replaying, and the batch goes to the
+/// spool. Spilling at once would turn a burst into a serial replay from disk.
 async fn hand_off(
     body: &mut String,
     lines: &mut u32,
     batch_tx: &mpsc::Sender<Batch>,
+    wait: Duration,
     spool: &SharedSpool,
     stats: &Arc<InfluxStats>,
 ) {
@@ -560,11 +568,10 @@ async fn hand_off(
         lines: std::mem::take(lines),
         created_ms: Utc::now().timestamp_millis(),
     };
-    match batch_tx.try_send(batch) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) => {
-            spool_batch(spool, stats, batch).await;
-        }
+    match tokio::time::timeout(wait, batch_tx.reserve()).await {
+        Ok(Ok(permit)) => permit.send(batch),
+        // Timed out, or the writer is gone.
+        Ok(Err(_)) | Err(_) => spool_batch(spool, stats, batch).await,
     }
 }
 

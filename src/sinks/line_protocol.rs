@@ -154,6 +154,14 @@ pub fn encode(key: &SeriesKey, reading: &Reading, out: &mut String) -> Result<()
 
 /// Refuses what no escaping can carry: backslashes and control characters.
 fn check_identifier(what: &'static str, text: &str) -> Result<(), LineError> {
+    // ASCII letters, digits, `_`, `-`, `.` and spaces need no look at each character's
+    // class (the usual point id); anything else takes the full check.
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b' '))
+    {
+        return Ok(());
+    }
     if text.chars().any(|c| c == '\\' || c.is_control()) {
         return Err(LineError::Unrepresentable {
             what,
@@ -164,6 +172,11 @@ fn check_identifier(what: &'static str, text: &str) -> Result<(), LineError> {
 }
 
 fn escape_into(out: &mut String, text: &str, special: &[char]) {
+    if !text.contains(special) {
+        // The usual case (`supply_temp`): one copy, not a push per character.
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         if special.contains(&c) {
             out.push('\\');
