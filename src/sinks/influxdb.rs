@@ -67,6 +67,9 @@ use crate::sinks::spool::{Spool, SpoolConfig, SpoolCounters, SpoolError};
 /// at most, less than gzip's own header and the server's inflate cost.
 pub const GZIP_MIN_BYTES: usize = 1024;
 
+/// Readings the batcher takes off the queue at once at most.
+const RECV_CHUNK: usize = 256;
+
 /// The API token. Prints as `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -506,10 +509,19 @@ async fn batcher(
     let mut last_expire = Instant::now();
     // How long a cut batch waits for the writer before it goes to the spool.
     let wait = options.flush_interval;
+    // Readings are taken off the queue in chunks (one wake-up and one lock per chunk, not
+    // per reading), never more than the batch has room for.
+    let mut chunk: Vec<Reading> = Vec::with_capacity(RECV_CHUNK);
     loop {
+        let room = max_lines
+            .saturating_sub(lines as usize)
+            .clamp(1, RECV_CHUNK);
         let cut = tokio::select! {
-            reading = rx.recv() => match reading {
-                Some(reading) => {
+            got = rx.recv_many(&mut chunk, room) => {
+                if got == 0 {
+                    break;
+                }
+                for reading in chunk.drain(..) {
                     match index.get(&reading) {
                         Some(key) => match line_protocol::encode(key, &reading, &mut body) {
                             Ok(()) => {
@@ -527,9 +539,8 @@ async fn batcher(
                             stats.unencodable.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    lines as usize >= max_lines
                 }
-                None => break,
+                lines as usize >= max_lines
             },
             _ = tick.tick() => {
                 if last_expire.elapsed() >= Duration::from_secs(1) {
