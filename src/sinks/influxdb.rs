@@ -186,10 +186,20 @@ fn read_secret(secret: &SecretRef) -> Result<String, String> {
     }
 }
 
-/// Measurement and tags of every configured device, by (site, device).
+/// Measurement and tags of every configured device, by site and device.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesIndex {
-    keys: HashMap<(Arc<str>, Arc<str>), SeriesKey>,
+    keys: HashMap<Arc<str>, HashMap<Arc<str>, Arc<SeriesKey>>>,
+}
+
+/// The series of the last reading looked up: a device's points come one after another
+/// (a poll reads a device at once), so most lookups compare two short ids instead of
+/// hashing them.
+#[derive(Default)]
+struct LastSeries {
+    site: Option<Arc<str>>,
+    device: Option<Arc<str>>,
+    key: Option<Arc<SeriesKey>>,
 }
 
 impl SeriesIndex {
@@ -222,7 +232,10 @@ impl SeriesIndex {
         ];
         match SeriesKey::new(kind, &tags) {
             Ok(key) => {
-                self.keys.insert((Arc::from(site), Arc::from(device)), key);
+                self.keys
+                    .entry(Arc::from(site))
+                    .or_default()
+                    .insert(Arc::from(device), Arc::new(key));
             }
             Err(error) => {
                 tracing::error!(site, device, %error, "Device left out of InfluxDB.");
@@ -230,9 +243,24 @@ impl SeriesIndex {
         }
     }
 
-    fn get(&self, reading: &Reading) -> Option<&SeriesKey> {
+    fn get(&self, reading: &Reading) -> Option<&Arc<SeriesKey>> {
         let id = reading.point();
-        self.keys.get(&(id.site.clone(), id.device.clone()))
+        self.keys.get(&*id.site)?.get(&*id.device)
+    }
+
+    /// [`SeriesIndex::get`] through `last`.
+    fn get_cached<'a>(&self, reading: &Reading, last: &'a mut LastSeries) -> Option<&'a SeriesKey> {
+        let id = reading.point();
+        let same = |held: &Option<Arc<str>>, now: &Arc<str>| {
+            held.as_ref()
+                .is_some_and(|h| Arc::ptr_eq(h, now) || **h == **now)
+        };
+        if !(same(&last.site, &id.site) && same(&last.device, &id.device)) {
+            last.key = self.get(reading).cloned();
+            last.site = Some(id.site.clone());
+            last.device = Some(id.device.clone());
+        }
+        last.key.as_deref()
     }
 }
 
@@ -512,6 +540,7 @@ async fn batcher(
     // Readings are taken off the queue in chunks (one wake-up and one lock per chunk, not
     // per reading), never more than the batch has room for.
     let mut chunk: Vec<Reading> = Vec::with_capacity(RECV_CHUNK);
+    let mut last = LastSeries::default();
     loop {
         let room = max_lines
             .saturating_sub(lines as usize)
@@ -522,7 +551,7 @@ async fn batcher(
                     break;
                 }
                 for reading in chunk.drain(..) {
-                    match index.get(&reading) {
+                    match index.get_cached(&reading, &mut last) {
                         Some(key) => match line_protocol::encode(key, &reading, &mut body) {
                             Ok(()) => {
                                 if lines == 0 {
@@ -574,8 +603,10 @@ async fn hand_off(
     if *lines == 0 {
         return;
     }
+    // The next batch starts with room for one like this one: no regrowth copies.
+    let room = body.len() + body.len() / 8;
     let batch = Batch {
-        body: std::mem::take(body),
+        body: std::mem::replace(body, String::with_capacity(room)),
         lines: std::mem::take(lines),
         created_ms: Utc::now().timestamp_millis(),
     };
