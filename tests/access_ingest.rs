@@ -1240,3 +1240,84 @@ async fn a_readers_late_backlog_is_reconciled_in_time_order() {
     let summary = verify_chain(rig.dir.path(), Some(&rig.dir.path().join("audit.key"))).unwrap();
     assert!(summary.contains("is intact"), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_older_than_the_dedupe_horizon_is_judged_once() {
+    // A reader offline for 31 h uploads an entry of 30 h ago: older than the 24 h the
+    // reconciler remembers event ids. The next late event re-runs the site from a snapshot
+    // taken after that entry was judged; it must not judge the entry again ("entered
+    // while already inside").
+    let mut config = common_access::shipped();
+    let dc = config.sites.iter_mut().find(|s| s.id == "dc").unwrap();
+    dc.access.staff[0].shift = None;
+    let staff = dc.access.staff[0].credentials[0].clone();
+    let layout = common_access::Layout::of(dc);
+    let rig = Rig::start(&config).await;
+    let n = Utc::now();
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(
+        (n - TimeDelta::hours(31)).timestamp_millis(),
+    ));
+    let c = clock.clone();
+    rig.ingest.set_clock(Arc::new(move || {
+        DateTime::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap()
+    }));
+    let mut offline = rig.stub(&layout.mantrap_in, Firmware::Attendance);
+    let mut online = rig.stub(&layout.mantrap_out, Firmware::Attendance);
+    offline.handshake().await.unwrap();
+    clock.store(n.timestamp_millis(), Ordering::SeqCst);
+    online.handshake().await.unwrap();
+    assert!(rig.ingest.tick(n).unwrap().is_empty());
+    offline
+        .push(&[StubEvent::granted(&staff, local_ago(30 * 3600))], 3)
+        .await
+        .unwrap();
+    assert!(
+        rig.ingest
+            .tick(n + TimeDelta::seconds(1))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        rig.ingest
+            .tick(n + TimeDelta::seconds(45))
+            .unwrap()
+            .is_empty()
+    );
+    // The exit, 30 s ahead of the test's now, arrives after its time was reconciled.
+    clock.store(
+        (n + TimeDelta::seconds(45)).timestamp_millis(),
+        Ordering::SeqCst,
+    );
+    online
+        .push(&[StubEvent::granted(&staff, local_ago(-30))], 3)
+        .await
+        .unwrap();
+    let found = rig.ingest.tick(n + TimeDelta::seconds(46)).unwrap();
+    assert!(found.is_empty(), "{found:#?}");
+    assert_eq!(rig.ingest.stats().late_reruns, 2);
+    let site = common_access::site(&config, "dc");
+    let stored = rig
+        .store()
+        .events(&EventQuery {
+            site: Some("dc".into()),
+            ..EventQuery::default()
+        })
+        .unwrap();
+    assert!(stored.iter().any(|e| e.backlog));
+    let pure = Reconciler::run_batch(
+        &site,
+        ReconcileSettings::from_config(&config.access),
+        stored,
+        &dcguard::access::ticket::TicketBook::new(),
+        n + TimeDelta::seconds(46),
+    );
+    assert!(pure.is_empty(), "{pure:#?}");
+    let inside: usize = rig
+        .ingest
+        .occupancy_counts()
+        .iter()
+        .filter(|(site, _, _)| site == "dc")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(inside, 0);
+}

@@ -482,11 +482,25 @@ impl Ingest {
         }
         let store = AccessStore::new(store);
         let last_finding = store.last_finding_id()?;
+        // A reader was last heard from at its newest stored event, or while the daemon last
+        // ran (its site's saved watermark, kept at least every minute), whichever is later:
+        // a reader polling without events then is not out of contact, only the daemon's
+        // own downtime is a gap.
         let heard = store.last_received_by_reader()?;
-        let contacts = readers
-            .keys()
-            .map(|serial| (serial.clone(), Contact::since(heard.get(serial).copied())))
-            .collect();
+        let mut watermarks: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+        let mut contacts = HashMap::new();
+        for (serial, entry) in &readers {
+            let saved = match watermarks.get(&entry.site) {
+                Some(w) => *w,
+                None => {
+                    let w = store.watermark(&entry.site)?;
+                    watermarks.insert(entry.site.clone(), w);
+                    w
+                }
+            };
+            let last = heard.get(serial).copied().max(saved);
+            contacts.insert(serial.clone(), Contact::since(last));
+        }
         let ingest = Self {
             inner: Arc::new(Inner {
                 appender_lock: Mutex::new(None),
@@ -979,6 +993,7 @@ impl Ingest {
     /// Returns the re-runs' findings, stored by the caller.
     fn rewind_late(&self, live: &mut Live, now: DateTime<Utc>) -> Result<Vec<Rerun>, IngestError> {
         let late = std::mem::take(&mut live.late);
+        let horizon = TimeDelta::from_std(REPLAY_HORIZON).unwrap_or(TimeDelta::MAX);
         let mut reruns = Vec::new();
         for (site_id, late) in late {
             let (Some(site), Some(current), Some(rewind)) = (
@@ -991,27 +1006,46 @@ impl Ingest {
             if current.watermark().is_none() {
                 continue;
             }
+            // At most the replay horizon before the late events: the start snapshot (no
+            // watermark) of a store holding older, imported history would read it all.
+            let floor = late
+                .from
+                .checked_sub_signed(horizon)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             let (mut fresh, effective_from, replaces) = match rewind.before(late.from) {
                 Some(snapshot) => {
                     let from = snapshot.watermark();
-                    (snapshot, from, Some(rewind.raised_after(from)))
+                    let raised = rewind.raised_after(from);
+                    (snapshot, from.unwrap_or(floor), Some(raised))
                 }
-                None => {
-                    let horizon = TimeDelta::from_std(REPLAY_HORIZON).unwrap_or(TimeDelta::MAX);
-                    (
-                        Reconciler::new(site, self.inner.settings.clone()),
-                        late.from.checked_sub_signed(horizon),
-                        None,
-                    )
+                None => (
+                    Reconciler::new(site, self.inner.settings.clone()),
+                    floor,
+                    None,
+                ),
+            };
+            let events = match self.inner.store.events(&EventQuery {
+                site: Some(site_id.clone()),
+                effective_from: Some(effective_from),
+                ..EventQuery::default()
+            }) {
+                Ok(events) => events,
+                Err(error) => {
+                    // Kept for the next tick; the live reconciler stays as it is meanwhile.
+                    tracing::error!(site = %site_id, %error, "Cannot read the events to reconcile late events again; retrying.");
+                    live.late.insert(site_id, late);
+                    continue;
                 }
             };
-            let events = self.inner.store.events(&EventQuery {
-                site: Some(site_id.clone()),
-                effective_from,
-                ..EventQuery::default()
-            })?;
             let replayed = events.len();
+            let mark = fresh.watermark();
             for e in events {
+                // The snapshot has judged everything up to its watermark (a late event
+                // would have dropped it); an old backlog event received after it, and
+                // already forgotten by its dedupe horizon, must not be judged twice.
+                if mark.is_some_and(|m| fresh.effective_time(&e) <= m) {
+                    continue;
+                }
                 fresh.push(e);
             }
             let mut findings = fresh.tick(now, &live.tickets);

@@ -25,7 +25,8 @@
 //! either a backlog (the reader was out of contact when it happened) or a reader whose clock
 //! is wrong. [`Contact`] tells them apart by the reader's own requests: a ZKTeco reader
 //! polls every few seconds while it is connected, so a silence longer than [`CONTACT_GAP`]
-//! is a gap; an old event whose time falls in a gap is a backlog (its device time is
+//! is a gap; an old event whose time falls in a gap and that arrives within
+//! [`BACKLOG_UPLOAD`] of the gap's end is a backlog (its device time is
 //! trusted: [`crate::access::event::AccessEvent::backlog`]), any other is timed by receipt
 //! and raises `clock_skew` as before. A reader whose clock was set back while connected
 //! stays a skewed clock, and a clock set wrong shows as an `OPERLOG` set-time
@@ -50,6 +51,9 @@ use super::reconcile::{Finding, Reconciler};
 pub const CONTACT_GAP: Duration = Duration::from_secs(60);
 /// Contact gaps are remembered this long after they end.
 pub const GAPS_KEPT: Duration = Duration::from_secs(48 * 3600);
+/// A reader back in contact uploads its backlog at once: only events received this soon
+/// after a gap ended can be a backlog of it (later, an old event is a wrong clock).
+pub const BACKLOG_UPLOAD: Duration = Duration::from_secs(10 * 60);
 
 /// When one reader was in contact with the daemon, and the recent gaps.
 #[derive(Debug, Clone, Default)]
@@ -89,12 +93,14 @@ impl Contact {
     /// yet) and so is a backlog rather than a skewed clock.
     pub fn is_backlog(&self, e: &AccessEvent, max_skew: Duration) -> bool {
         let skew = TimeDelta::from_std(max_skew).unwrap_or(TimeDelta::MAX);
+        let upload = TimeDelta::from_std(BACKLOG_UPLOAD).unwrap_or(TimeDelta::MAX);
         e.received_at - e.device_time > skew
             && self.gaps.iter().any(|(start, end)| {
                 start
                     .checked_sub_signed(skew)
                     .is_none_or(|s| e.device_time >= s)
                     && e.device_time <= *end
+                    && e.received_at - *end <= upload
             })
     }
 }
@@ -262,6 +268,8 @@ mod tests {
         assert!(!c.is_backlog(&event("b", "R", "1", 2, 60), skew));
         // Recent enough to be on time: never a backlog.
         assert!(!c.is_backlog(&event("c", "R", "1", 58, 60), skew));
+        // Sent long after the reader came back: not its backlog, a wrong clock.
+        assert!(!c.is_backlog(&event("e", "R", "1", 30, 75), skew));
         // A reader never heard from before has no gap: a wrong clock.
         let mut new = Contact::since(None);
         new.seen(t(60));
