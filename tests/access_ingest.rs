@@ -1102,31 +1102,68 @@ async fn the_ticker_reconciles_pushed_events_and_stops_with_its_token() {
     ticker.await.unwrap();
 }
 
+/// The DC with its first member of staff on no shift (no ticket needed at any hour), the
+/// mantrap's entry reader last heard from `offline_for` before `now` (it is offline since)
+/// and its exit reader in contact at `now`, the daemon's receive clock (`clock`, ms) at
+/// `now`.
+struct Backlog {
+    config: Config,
+    staff: String,
+    layout: common_access::Layout,
+    rig: Rig,
+    clock: Arc<std::sync::atomic::AtomicI64>,
+    offline: ReaderStub,
+    online: ReaderStub,
+}
+
+impl Backlog {
+    async fn start(now: DateTime<Utc>, offline_for: TimeDelta) -> Backlog {
+        let mut config = common_access::shipped();
+        let dc = config.sites.iter_mut().find(|s| s.id == "dc").unwrap();
+        dc.access.staff[0].shift = None;
+        let staff = dc.access.staff[0].credentials[0].clone();
+        let layout = common_access::Layout::of(dc);
+        let rig = Rig::start(&config).await;
+        let clock = Arc::new(std::sync::atomic::AtomicI64::new(
+            (now - offline_for).timestamp_millis(),
+        ));
+        let c = clock.clone();
+        rig.ingest.set_clock(Arc::new(move || {
+            DateTime::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap()
+        }));
+        let offline = rig.stub(&layout.mantrap_in, Firmware::Attendance);
+        let online = rig.stub(&layout.mantrap_out, Firmware::Attendance);
+        offline.handshake().await.unwrap();
+        clock.store(now.timestamp_millis(), Ordering::SeqCst);
+        online.handshake().await.unwrap();
+        Backlog {
+            config,
+            staff,
+            layout,
+            rig,
+            clock,
+            offline,
+            online,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readers_late_backlog_is_reconciled_in_time_order() {
     // A member of staff (no shift, so no ticket needed at any hour) enters the DC's mantrap
     // 40 minutes ago at a reader that is offline, and leaves 2 minutes ago at one that is
     // online; an unknown card is tried at the offline reader 35 minutes ago. Reconciled in
     // time order, the stay is clean and the card is `unknown_credential`.
-    let mut config = common_access::shipped();
-    let dc = config.sites.iter_mut().find(|s| s.id == "dc").unwrap();
-    dc.access.staff[0].shift = None;
-    let staff = dc.access.staff[0].credentials[0].clone();
-    let layout = common_access::Layout::of(dc);
-    let rig = Rig::start(&config).await;
-    // The daemon's receive clock: 50 minutes ago the offline reader was last heard from.
-    let clock = Arc::new(std::sync::atomic::AtomicI64::new(
-        (Utc::now() - TimeDelta::minutes(50)).timestamp_millis(),
-    ));
-    let c = clock.clone();
-    rig.ingest.set_clock(Arc::new(move || {
-        DateTime::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap()
-    }));
-    let mut offline = rig.stub(&layout.mantrap_in, Firmware::Attendance);
-    let mut online = rig.stub(&layout.mantrap_out, Firmware::Attendance);
-    offline.handshake().await.unwrap();
-    clock.store(Utc::now().timestamp_millis(), Ordering::SeqCst);
-    online.handshake().await.unwrap();
+    // The offline reader was last heard from 50 minutes ago.
+    let Backlog {
+        config,
+        staff,
+        layout,
+        rig,
+        clock,
+        mut offline,
+        mut online,
+    } = Backlog::start(Utc::now(), TimeDelta::minutes(50)).await;
     let entry = StubEvent::granted(&staff, local_ago(40 * 60));
     let stranger = StubEvent::granted("99999", local_ago(35 * 60));
     let exit = StubEvent::granted(&staff, local_ago(2 * 60));
@@ -1247,25 +1284,16 @@ async fn a_backlog_older_than_the_dedupe_horizon_is_judged_once() {
     // reconciler remembers event ids. The next late event re-runs the site from a snapshot
     // taken after that entry was judged; it must not judge the entry again ("entered
     // while already inside").
-    let mut config = common_access::shipped();
-    let dc = config.sites.iter_mut().find(|s| s.id == "dc").unwrap();
-    dc.access.staff[0].shift = None;
-    let staff = dc.access.staff[0].credentials[0].clone();
-    let layout = common_access::Layout::of(dc);
-    let rig = Rig::start(&config).await;
     let n = Utc::now();
-    let clock = Arc::new(std::sync::atomic::AtomicI64::new(
-        (n - TimeDelta::hours(31)).timestamp_millis(),
-    ));
-    let c = clock.clone();
-    rig.ingest.set_clock(Arc::new(move || {
-        DateTime::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap()
-    }));
-    let mut offline = rig.stub(&layout.mantrap_in, Firmware::Attendance);
-    let mut online = rig.stub(&layout.mantrap_out, Firmware::Attendance);
-    offline.handshake().await.unwrap();
-    clock.store(n.timestamp_millis(), Ordering::SeqCst);
-    online.handshake().await.unwrap();
+    let Backlog {
+        config,
+        staff,
+        rig,
+        clock,
+        mut offline,
+        mut online,
+        ..
+    } = Backlog::start(n, TimeDelta::hours(31)).await;
     assert!(rig.ingest.tick(n).unwrap().is_empty());
     offline
         .push(&[StubEvent::granted(&staff, local_ago(30 * 3600))], 3)

@@ -831,7 +831,7 @@ impl Ingest {
         let watermark = r.watermark();
         for e in events {
             let t = r.effective_time(&e);
-            let reader = e.reader.to_string();
+            let reader = e.reader.clone();
             if r.push(e) && watermark.is_some_and(|w| t <= w) {
                 // Its time is already reconciled: the next tick rewinds the site.
                 let entry = late.entry(site.to_owned()).or_insert_with(|| Late {
@@ -841,7 +841,7 @@ impl Ingest {
                 });
                 entry.from = entry.from.min(t);
                 entry.events += 1;
-                entry.readers.insert(reader);
+                entry.readers.insert(reader.to_string());
                 self.inner
                     .counters
                     .events_late

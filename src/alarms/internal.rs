@@ -116,11 +116,31 @@ pub fn data_loss_condition(
             at.format("%Y-%m-%d %H:%M:%S UTC")
         ))
     );
+    daemon_condition(
+        spec,
+        format!("sink:{sink}"),
+        active,
+        now,
+        (lost.total() as f64, "lines"),
+        summary,
+    )
+}
+
+/// A condition of the daemon itself (site [`DAEMON_SITE`]) for rule `spec` in `scope`, with
+/// its value and unit.
+fn daemon_condition(
+    spec: &RuleSpec,
+    scope: String,
+    active: bool,
+    now: DateTime<Utc>,
+    (value, unit): (f64, &'static str),
+    summary: String,
+) -> Condition {
     Condition {
         key: ConditionKey {
             rule: spec.id,
             site: Arc::from(DAEMON_SITE),
-            scope: Arc::from(format!("sink:{sink}")),
+            scope: Arc::from(scope),
         },
         class: spec.class,
         verdict: if active {
@@ -131,9 +151,9 @@ pub fn data_loss_condition(
         at: now,
         impact: spec.impact,
         urgency: spec.urgency,
-        value: Some(lost.total() as f64),
+        value: Some(value),
         limit: None,
-        unit: "lines",
+        unit,
         room: None,
         rack: None,
         device: None,
@@ -174,30 +194,14 @@ pub fn delivery_condition(
     } else {
         format!("dcguard: incident delivery to {adapter} working")
     };
-    Condition {
-        key: ConditionKey {
-            rule: spec.id,
-            site: Arc::from(DAEMON_SITE),
-            scope: Arc::from(format!("adapter:{adapter}")),
-        },
-        class: spec.class,
-        verdict: if failing {
-            Verdict::Active
-        } else {
-            Verdict::Clear { margin: None }
-        },
-        at: now,
-        impact: spec.impact,
-        urgency: spec.urgency,
-        value: Some(status.parked as f64),
-        limit: None,
-        unit: "",
-        room: None,
-        rack: None,
-        device: None,
-        point: None,
+    daemon_condition(
+        spec,
+        format!("adapter:{adapter}"),
+        failing,
+        now,
+        (status.parked as f64, ""),
         summary,
-    }
+    )
 }
 
 #[cfg(test)]

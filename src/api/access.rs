@@ -168,8 +168,7 @@ pub async fn events_csv(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<AccessEventQuery>,
 ) -> Response {
-    let any = |v: &Option<String>| v.as_deref().map_or_else(|| "*".to_owned(), clip);
-    let mut object = format!(
+    let object = format!(
         "access events site={} room={} person={} ticket={} reader={} credential={} from={} until={}",
         any(&q.site),
         any(&q.room),
@@ -177,8 +176,8 @@ pub async fn events_csv(
         any(&q.ticket),
         any(&q.reader),
         any(&q.credential),
-        q.from.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
-        q.until.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+        any_time(q.from),
+        any_time(q.until),
     );
     let result = async {
         let events = query_events(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS).await?;
@@ -190,21 +189,7 @@ pub async fn events_csv(
         .await
     }
     .await;
-    let result = result.map(|(rows, csv)| {
-        object.push_str(&format!(" rows={rows}"));
-        (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"access-events.csv\"",
-                ),
-            ],
-            csv,
-        )
-            .into_response()
-    });
-    audited(object, result)
+    csv_export(object, "access-events.csv", result)
 }
 
 /// Findings, newest first.
@@ -309,8 +294,7 @@ pub async fn findings_csv(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<FindingQuery>,
 ) -> Response {
-    let any = |v: &Option<String>| v.as_deref().map_or_else(|| "*".to_owned(), clip);
-    let mut object = format!(
+    let object = format!(
         "findings site={} rule={} room={} person={} ticket={} reviewed={} from={} until={}",
         any(&q.site),
         any(&q.rule),
@@ -318,8 +302,8 @@ pub async fn findings_csv(
         any(&q.person),
         any(&q.ticket),
         q.reviewed.map_or_else(|| "*".to_owned(), |r| r.to_string()),
-        q.from.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
-        q.until.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339()),
+        any_time(q.from),
+        any_time(q.until),
     );
     let result = async {
         let found = query_findings(&state, &q, MAX_CSV_ROWS, MAX_CSV_ROWS).await?;
@@ -332,14 +316,30 @@ pub async fn findings_csv(
         .await
     }
     .await;
+    csv_export(object, "findings.csv", result)
+}
+
+/// A filter value for an export's audit record: clipped, `*` when absent.
+fn any(value: &Option<String>) -> String {
+    value.as_deref().map_or_else(|| "*".to_owned(), clip)
+}
+
+/// A time filter for an export's audit record, `*` when absent.
+fn any_time(value: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    value.map_or_else(|| "*".to_owned(), |t| t.to_rfc3339())
+}
+
+/// The answer of a CSV export (`rows` and the CSV bytes) as an attachment named
+/// `filename`, audited with `object` and the row count.
+fn csv_export(mut object: String, filename: &str, result: ApiResult<(usize, Vec<u8>)>) -> Response {
     let result = result.map(|(rows, csv)| {
         object.push_str(&format!(" rows={rows}"));
         (
             [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"findings.csv\"",
+                    format!("attachment; filename=\"{filename}\""),
                 ),
             ],
             csv,
